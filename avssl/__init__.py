@@ -1,0 +1,21 @@
+"""avssl: self-supervised audio-visual pretraining.
+
+Importing avssl is light: `load_backbone` needs torch, safetensors and avssl only, and is imported
+on first use. The training side (Lightning) is imported by `avssl.pretrain`, `avssl.probe` and
+`avssl.module`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["PretrainedBackbone", "load_backbone"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy so that `datamodules` can import `avssl.schema` without a circular import.
+    if name in __all__:
+        from avssl import loading
+
+        return getattr(loading, name)
+    raise AttributeError(f"module 'avssl' has no attribute {name!r}")

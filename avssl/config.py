@@ -1,0 +1,266 @@
+"""Typed configuration of a pretraining run, and loading it from a recipe plus overrides.
+
+One dataclass per section. Defaults live here only; recipes (``recipes/*.yaml``) override them and
+cite where their numbers come from. `load_config` merges the recipe and the ``a.b=c`` overrides
+onto the schema once, at the entry point, and checks every value; code below receives these
+typed objects, never a raw DictConfig.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.resources
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+from avssl.backbones.sizes import BACKBONE_SIZES
+from avssl.backbones.spec import BackboneSpec
+from avssl.schema import all_positive, in_range, non_negative, one_of, positive
+from datamodules.folder import DEFAULT_EXTENSIONS
+from datamodules.preprocessing import Preprocessing
+
+
+class ConfigError(ValueError):
+    """A recipe or override the run cannot start with; the message names the key and the fix."""
+
+
+@dataclass
+class RunConfig:
+    dir: Optional[str] = None  # None: runs/<recipe>-<YYYYmmdd-HHMMSS> under the working directory
+    seed: int = 0
+
+
+@dataclass
+class DataConfig:
+    root: Optional[str] = None  # folder of videos, searched recursively; None: the built-in demo clips
+    batch_size: int = field(default=32, metadata=positive())
+    num_workers: int = field(default=2, metadata=non_negative())
+    strict: bool = False  # true: the first unusable file stops the run instead of being skipped
+    extensions: list[str] = field(default_factory=lambda: list(DEFAULT_EXTENSIONS))
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+
+
+@dataclass
+class BackboneConfig:
+    """A named size from `BACKBONE_SIZES`; any size field may be overridden (None: the size's value)."""
+
+    size: str = field(default="base", metadata=one_of(BACKBONE_SIZES))
+    embed_dim: Optional[int] = field(default=None, metadata=positive())
+    num_heads: Optional[int] = field(default=None, metadata=positive())
+    modality_specific_depth: Optional[int] = field(default=None, metadata=non_negative())
+    shared_depth: Optional[int] = field(default=None, metadata=positive())
+    mlp_ratio: float = field(default=4.0, metadata=positive())
+    qkv_bias: bool = True
+    norm_eps: float = field(default=1e-5, metadata=positive())
+    audio_patch: list[int] = field(default_factory=lambda: [16, 16], metadata=all_positive())  # (freq, time)
+    video_patch: list[int] = field(default_factory=lambda: [1, 16, 16], metadata=all_positive())  # (t, h, w)
+
+    def resolve(self, pre: Preprocessing) -> BackboneSpec:
+        """The full architecture for inputs shaped by `pre`."""
+        sizes = dict(BACKBONE_SIZES[self.size])
+        for name in sizes:
+            if getattr(self, name) is not None:
+                sizes[name] = getattr(self, name)
+        _check_divisible("data.preprocessing.num_mel_bins", pre.num_mel_bins, "backbone.audio_patch[0]", self.audio_patch[0])
+        _check_divisible("data.preprocessing.audio_frames", pre.audio_frames, "backbone.audio_patch[1]", self.audio_patch[1])
+        _check_divisible("data.preprocessing.num_frames", pre.num_frames, "backbone.video_patch[0]", self.video_patch[0])
+        _check_divisible("data.preprocessing.frame_size", pre.frame_size, "backbone.video_patch[1]", self.video_patch[1])
+        _check_divisible("data.preprocessing.frame_size", pre.frame_size, "backbone.video_patch[2]", self.video_patch[2])
+        _check_divisible("backbone.embed_dim", sizes["embed_dim"], "backbone.num_heads", sizes["num_heads"])
+        return BackboneSpec(
+            **sizes,
+            mlp_ratio=self.mlp_ratio,
+            qkv_bias=self.qkv_bias,
+            norm_eps=self.norm_eps,
+            audio_frames=pre.audio_frames,
+            num_mel_bins=pre.num_mel_bins,
+            audio_patch=list(self.audio_patch),
+            num_frames=pre.num_frames,
+            frame_size=pre.frame_size,
+            video_patch=list(self.video_patch),
+        )
+
+
+@dataclass
+class MaskingConfig:
+    """Fraction of tokens dropped before the encoder, per modality (CAV-MAE: 0.75 for both)."""
+
+    audio_ratio: float = field(default=0.75, metadata=in_range(0.0, 1.0, include_high=False))
+    video_ratio: float = field(default=0.75, metadata=in_range(0.0, 1.0, include_high=False))
+
+
+@dataclass
+class OptimConfig:
+    name: str = field(default="adam", metadata=one_of(["adam", "adamw"]))
+    lr: float = field(default=5e-5, metadata=positive())
+    weight_decay: float = field(default=5e-7, metadata=non_negative())
+    betas: list[float] = field(default_factory=lambda: [0.95, 0.999])
+    scheduler: str = field(default="constant", metadata=one_of(["constant", "cosine", "multistep"]))
+    warmup_epochs: float = field(default=0.0, metadata=non_negative())  # linear warm-up, then the schedule
+    milestones: list[int] = field(default_factory=list)  # multistep: epochs at which lr is multiplied by gamma
+    gamma: float = field(default=0.5, metadata=positive())
+    final_lr_ratio: float = field(default=0.001, metadata=non_negative())  # cosine: final lr / lr
+
+
+@dataclass
+class TrainerConfig:
+    """Passed to Lightning's Trainer (scale-out is Lightning's: strategy, devices, num_nodes)."""
+
+    max_epochs: int = field(default=25, metadata=positive())
+    max_steps: int = -1  # -1: no step limit
+    accelerator: str = "auto"
+    devices: Any = "auto"
+    strategy: str = "auto"
+    num_nodes: int = field(default=1, metadata=positive())
+    precision: str = "32-true"  # e.g. "bf16-mixed" on GPUs that support it
+    gradient_clip_val: Optional[float] = field(default=None, metadata=positive())
+    log_every_n_steps: int = field(default=10, metadata=positive())
+    enable_progress_bar: bool = True
+
+
+@dataclass
+class ProbeConfig:
+    """Linear probe on a labeled folder, run by a callback during pretraining."""
+
+    enabled: bool = True
+    data: Optional[str] = None  # labeled folder; None: the demo's labeled clips when data.root is unset
+    every_n_epochs: int = field(default=0, metadata=non_negative())  # 0: only when training ends
+    random_init_baseline: bool = True  # also probe a freshly initialised backbone, for comparison
+    test_fraction: float = field(default=0.3, metadata=in_range(0.0, 1.0, include_low=False, include_high=False))
+    batch_size: int = field(default=64, metadata=positive())
+
+
+@dataclass
+class PretrainConfig:
+    recipe: str = "default"
+    run: RunConfig = field(default_factory=RunConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    masking: MaskingConfig = field(default_factory=MaskingConfig)
+    # registry name -> {"weight": float, **the objective's keyword arguments}
+    objectives: dict[str, Any] = field(default_factory=dict)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+
+
+def _check_divisible(key: str, value: int, by_key: str, by: int) -> None:
+    if value % by != 0:
+        raise ConfigError(f"{key}={value} is not divisible by {by_key}={by}; change one of them so it is.")
+
+
+def available_recipes() -> list[str]:
+    """Names of the recipes shipped with avssl."""
+    root = importlib.resources.files("avssl.recipes")
+    return sorted(p.name[: -len(".yaml")] for p in root.iterdir() if p.name.endswith(".yaml"))
+
+
+def _closest(word: str, options: list[str]) -> str:
+    match = difflib.get_close_matches(word, options, n=1, cutoff=0.5)
+    return f" Did you mean '{match[0]}'?" if match else ""
+
+
+def recipe_text(recipe: str) -> str:
+    """The YAML of a recipe given by name (shipped) or by path."""
+    if recipe.endswith((".yaml", ".yml")) or "/" in recipe:
+        path = Path(recipe)
+        if not path.is_file():
+            raise ConfigError(f"recipe={recipe}: no such file. Give a recipe name ({', '.join(available_recipes())}) or a path to a YAML file.")
+        return path.read_text()
+    names = available_recipes()
+    if recipe not in names:
+        raise ConfigError(f"recipe={recipe}: unknown recipe.{_closest(recipe, names)} Available: {', '.join(names)}; or give a path to a YAML file.")
+    return importlib.resources.files("avssl.recipes").joinpath(f"{recipe}.yaml").read_text()
+
+
+def _schema_at(path: list[str]) -> Any:
+    """The config section found by following `path` from the defaults (None past a free-form dict)."""
+    node: Any = PretrainConfig()
+    for part in path:
+        node = getattr(node, part, None) if is_dataclass(node) else None
+    return node if is_dataclass(node) else None
+
+
+def _explain_omegaconf_error(err: OmegaConfBaseException, source: str) -> ConfigError:
+    key = str(getattr(err, "full_key", "") or "")
+    if isinstance(err, ConfigKeyError) and key:
+        *parent, leaf = key.split(".")
+        schema = _schema_at(parent)
+        allowed = [f.name for f in fields(schema)] if schema else []
+        where = ".".join(parent) or "the top level"
+        return ConfigError(
+            f"{key}: unknown key (from {source}).{_closest(leaf, allowed)} Keys allowed in {where}: {', '.join(allowed)}."
+        )
+    message = str(err).splitlines()[0]
+    return ConfigError(f"{key or 'config'}: {message} (from {source}).")
+
+
+def _check_constraints(node: Any, path: str) -> None:
+    for f in fields(node):
+        value = getattr(node, f.name)
+        key = f"{path}.{f.name}" if path else f.name
+        check = f.metadata.get("check")
+        if check is not None and value is not None:
+            problem = check(value)
+            if problem:
+                raise ConfigError(f"{key}={value}: {problem}; set it in the recipe or override it ({key}=...).")
+        if is_dataclass(value):
+            _check_constraints(value, key)
+
+
+def _check_objectives(objectives: dict[str, Any]) -> None:
+    from avssl.objectives import check_objective_config
+
+    if not objectives:
+        raise ConfigError("objectives: the recipe lists no objective; add at least one (e.g. objectives.av_infonce.weight=1.0).")
+    for name, params in objectives.items():
+        check_objective_config(name, params)
+
+
+def load_config(args: list[str]) -> PretrainConfig:
+    """Builds the run's configuration from ``recipe=NAME|PATH`` and ``a.b=c`` overrides.
+
+    Raises:
+        ConfigError: for an unknown recipe or key, a wrong type or an impossible value.
+    """
+    recipe = "default"
+    overrides = []
+    for arg in args:
+        if "=" not in arg:
+            raise ConfigError(f"'{arg}': expected key=value (e.g. recipe=cav_mae or data.root=/videos).")
+        if arg.startswith("recipe="):
+            recipe = arg.split("=", 1)[1]
+        else:
+            overrides.append(arg)
+    cfg = OmegaConf.structured(PretrainConfig)
+    try:
+        cfg = OmegaConf.merge(cfg, OmegaConf.create(recipe_text(recipe)))
+    except OmegaConfBaseException as err:
+        raise _explain_omegaconf_error(err, f"recipe {recipe}") from None
+    try:
+        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
+    except OmegaConfBaseException as err:
+        raise _explain_omegaconf_error(err, "the command line") from None
+    cfg.recipe = Path(recipe).stem
+    try:
+        config: PretrainConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
+    except OmegaConfBaseException as err:
+        raise _explain_omegaconf_error(err, "the merged config") from None
+    _check_constraints(config, "")
+    _check_objectives(config.objectives)
+    config.backbone.resolve(config.data.preprocessing)
+    return config
+
+
+def to_yaml(config: Any) -> str:
+    """YAML of a config dataclass (the run's resolved `config.yaml`)."""
+    return OmegaConf.to_yaml(OmegaConf.structured(config))
+
+
+def from_dict(data: dict[str, Any]) -> PretrainConfig:
+    """Rebuilds a `PretrainConfig` from its plain-dict form (as stored in checkpoints)."""
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(PretrainConfig), data))  # type: ignore[return-value]

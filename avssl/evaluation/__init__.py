@@ -1,0 +1,1 @@
+"""Evaluation of frozen backbones: linear probes (kNN and retrieval come later)."""

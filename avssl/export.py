@@ -1,0 +1,104 @@
+"""Export a pretrained backbone as safetensors weights plus a YAML of architecture and preprocessing.
+
+``python -m avssl.export CKPT --out DIR`` reads a pretraining checkpoint (``weights_only=True``),
+keeps the encoder (decoders and objective state stay behind) and writes ``DIR/model.safetensors``
+and ``DIR/config.yaml``. `avssl.load_backbone(DIR)` rebuilds the encoder from them with torch,
+safetensors and avssl only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+from safetensors.torch import save_file
+
+from avssl.backbones.encoder import AudioVisualEncoder
+from avssl.config import from_dict
+from avssl.loading import CONFIG_FILE, WEIGHTS_FILE
+from datamodules.preprocessing import Preprocessing
+
+EXPORT_FORMAT = "avssl-backbone/1"
+BACKBONE_PREFIX = "backbone."
+
+log = logging.getLogger(__name__)
+
+
+def export_encoder(encoder: AudioVisualEncoder, preprocessing: Preprocessing, out_dir: str | Path, source: dict[str, Any] | None = None) -> Path:
+    """Writes ``model.safetensors`` and ``config.yaml`` for `encoder` into `out_dir`; returns it."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
+    meta = {
+        "format": EXPORT_FORMAT,
+        "architecture": type(encoder).__name__,
+        "backbone": asdict(encoder.spec),
+        "preprocessing": asdict(preprocessing),
+        "source": source or {},
+    }
+    # Write both files under temporary names first so a crash never leaves a half-written export.
+    save_file(state, out / f".{WEIGHTS_FILE}.tmp", metadata={"format": EXPORT_FORMAT})
+    OmegaConf.save(OmegaConf.create(meta), out / f".{CONFIG_FILE}.tmp")
+    os.replace(out / f".{WEIGHTS_FILE}.tmp", out / WEIGHTS_FILE)
+    os.replace(out / f".{CONFIG_FILE}.tmp", out / CONFIG_FILE)
+    return out
+
+
+def encoder_from_checkpoint(path: str | Path) -> tuple[AudioVisualEncoder, Preprocessing, dict[str, Any]]:
+    """Rebuilds the encoder of a pretraining checkpoint.
+
+    Returns:
+        ``(encoder, preprocessing, config_dict)``.
+
+    Raises:
+        FileNotFoundError: no such checkpoint.
+        ValueError: the file is not an avssl pretraining checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist; pass a .ckpt file such as runs/<run>/checkpoints/last.ckpt")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several unrelated types for a file that is not a checkpoint
+        raise ValueError(f"{path} could not be read as a PyTorch checkpoint ({type(err).__name__}: {err})") from None
+    try:
+        config_dict = ckpt["hyper_parameters"]["config"]
+        state = ckpt["state_dict"]
+    except (KeyError, TypeError):
+        raise ValueError(f"{path} is not an avssl pretraining checkpoint (no hyper_parameters.config / state_dict)") from None
+    config = from_dict(config_dict)
+    encoder = AudioVisualEncoder(config.backbone.resolve(config.data.preprocessing))
+    encoder.load_state_dict({k[len(BACKBONE_PREFIX) :]: v for k, v in state.items() if k.startswith(BACKBONE_PREFIX)})
+    return encoder, config.data.preprocessing, config_dict
+
+
+def export_checkpoint(ckpt_path: str | Path, out_dir: str | Path) -> Path:
+    """Exports the encoder of a pretraining checkpoint; returns the export directory."""
+    encoder, preprocessing, config = encoder_from_checkpoint(ckpt_path)
+    return export_encoder(encoder, preprocessing, out_dir, source={"checkpoint": str(ckpt_path), "recipe": config.get("recipe")})
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m avssl.export", description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint", help="pretraining checkpoint, e.g. runs/<run>/checkpoints/last.ckpt")
+    parser.add_argument("--out", required=True, help="directory to write model.safetensors and config.yaml into")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        out = export_checkpoint(args.checkpoint, args.out)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"avssl.export: error: {err}", file=sys.stderr)
+        return 2
+    print(f"exported {args.checkpoint} -> {out / WEIGHTS_FILE}, {out / CONFIG_FILE}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

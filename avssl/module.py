@@ -1,0 +1,68 @@
+"""The pretraining LightningModule: a backbone, a weighted list of objectives and an optimizer.
+
+It owns no data, probes or model zoo (those are the datamodule's and the callbacks'): each step
+masks and encodes the batch once, lets every objective read the output, and sums the weighted loss
+terms. Each term is logged as ``train/<objective>/<term>``, the total as ``train/loss``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor, nn
+
+from avssl.backbones.encoder import AudioVisualEncoder
+from avssl.config import PretrainConfig, from_dict
+from avssl.objectives import build_objective
+from avssl.optim import build_optimizer, build_scheduler
+
+
+class AVPretrainModule(pl.LightningModule):
+    """Self-supervised audio-visual pretraining of an `AudioVisualEncoder`.
+
+    Args:
+        config: the run's configuration, or its plain-dict form (as stored in checkpoints).
+    """
+
+    def __init__(self, config: PretrainConfig | dict[str, Any]):
+        super().__init__()
+        if isinstance(config, dict):
+            config = from_dict(config)
+        self.config = config
+        # Stored as plain data so checkpoints load with torch.load(weights_only=True).
+        self.save_hyperparameters({"config": asdict(config)})
+        self.backbone = AudioVisualEncoder(config.backbone.resolve(config.data.preprocessing))
+        self.objectives = nn.ModuleDict()
+        self.weights: dict[str, float] = {}
+        for name, params in config.objectives.items():
+            objective, weight = build_objective(name, dict(params), self.backbone)
+            if weight > 0:
+                self.objectives[name] = objective
+                self.weights[name] = weight
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
+        batch_size = batch["video"].shape[0]
+        if batch_size < 2:
+            # Every clip of this batch was unusable (recorded in the data report); nothing to learn.
+            return None
+        out = self.backbone.forward_features(
+            batch["audio"], batch["video"], self.config.masking.audio_ratio, self.config.masking.video_ratio
+        )
+        total = torch.zeros((), device=self.device)
+        for name, objective in self.objectives.items():
+            terms = objective(out, batch)
+            for term, value in terms.items():
+                self.log(f"train/{name}/{term}", value, batch_size=batch_size)
+            total = total + self.weights[name] * sum(terms.values())
+        self.log("train/loss", total, prog_bar=True, batch_size=batch_size)
+        return total
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = build_optimizer(self.parameters(), self.config.optim)
+        total_steps = int(self.trainer.estimated_stepping_batches)  # also loads the train dataloader
+        steps_per_epoch = max(1, int(self.trainer.num_training_batches))
+        scheduler = build_scheduler(optimizer, self.config.optim, steps_per_epoch, total_steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,98 @@
+"""The objective interface and registry.
+
+An objective is an `nn.Module` that reads the model-output dict (see
+`avssl.backbones.encoder.AudioVisualEncoder`) and the batch, and returns named loss terms. It may
+own state (a decoder, a memory bank, an EMA teacher) that is trained and checkpointed with the
+module. Adding one is one new file with ``@register_objective("name")``; recipes list objectives by
+that name with a weight and keyword arguments::
+
+    objectives:
+      av_infonce: {weight: 0.01, temperature: 0.05}
+
+An objective whose ``__init__`` takes a ``backbone`` argument receives the encoder it trains.
+"""
+
+from __future__ import annotations
+
+import abc
+import difflib
+import inspect
+from typing import Any
+
+from torch import Tensor, nn
+
+DEFAULT_WEIGHT = 1.0
+
+
+class Objective(nn.Module, abc.ABC):
+    """Base class: ``forward(out, batch) -> {term_name: scalar loss}``; the terms are summed."""
+
+    @abc.abstractmethod
+    def forward(self, out: dict[str, Tensor], batch: dict[str, Any]) -> dict[str, Tensor]:
+        """Named loss terms computed from the model output and the batch."""
+
+
+OBJECTIVES: dict[str, type[Objective]] = {}
+
+
+def register_objective(name: str):
+    """Class decorator adding an objective to the registry under `name` (lower_snake, unique)."""
+
+    def add(cls: type[Objective]) -> type[Objective]:
+        if name in OBJECTIVES:
+            raise ValueError(f"objective name '{name}' is already registered by {OBJECTIVES[name].__qualname__}")
+        OBJECTIVES[name] = cls
+        return cls
+
+    return add
+
+
+def _user_parameters(cls: type[Objective]) -> dict[str, inspect.Parameter]:
+    params = inspect.signature(cls.__init__).parameters
+    return {k: p for k, p in params.items() if k not in ("self", "backbone")}
+
+
+def check_objective_config(name: str, params: Any) -> None:
+    """Checks an ``objectives.<name>`` entry without building it.
+
+    Raises:
+        ConfigError: unknown objective or parameter, or a weight that is not a number >= 0.
+    """
+    from avssl.config import ConfigError
+
+    if name not in OBJECTIVES:
+        match = difflib.get_close_matches(name, list(OBJECTIVES), n=1, cutoff=0.5)
+        hint = f" Did you mean '{match[0]}'?" if match else ""
+        raise ConfigError(f"objectives.{name}: unknown objective.{hint} Registered objectives: {', '.join(sorted(OBJECTIVES))}.")
+    if not isinstance(params, dict):
+        raise ConfigError(f"objectives.{name}: expected a mapping like {{weight: 1.0, ...}}, got {params!r}.")
+    weight = params.get("weight", DEFAULT_WEIGHT)
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
+        raise ConfigError(f"objectives.{name}.weight={weight}: must be a number >= 0.")
+    allowed = _user_parameters(OBJECTIVES[name])
+    for key in params:
+        if key != "weight" and key not in allowed:
+            options = ["weight", *allowed]
+            match = difflib.get_close_matches(key, options, n=1, cutoff=0.5)
+            hint = f" Did you mean '{match[0]}'?" if match else ""
+            raise ConfigError(f"objectives.{name}.{key}: unknown parameter.{hint} Allowed: {', '.join(options)}.")
+
+
+def build_objective(name: str, params: dict[str, Any], backbone: nn.Module) -> tuple[Objective, float]:
+    """Builds a registered objective and returns it with its weight.
+
+    Raises:
+        ConfigError: as `check_objective_config`, or a value the objective rejects.
+    """
+    from avssl.config import ConfigError
+
+    check_objective_config(name, params)
+    cls = OBJECTIVES[name]
+    kwargs = {k: v for k, v in params.items() if k != "weight"}
+    if "backbone" in inspect.signature(cls.__init__).parameters:
+        kwargs["backbone"] = backbone
+    try:
+        objective = cls(**kwargs)
+    except ValueError as err:
+        raise ConfigError(f"objectives.{name}: {err}") from None
+    return objective, float(params.get("weight", DEFAULT_WEIGHT))

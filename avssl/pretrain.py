@@ -1,0 +1,189 @@
+"""``python -m avssl.pretrain [recipe=NAME|PATH] [key=value ...]``: self-supervised pretraining.
+
+With no argument it runs the default recipe (CAV-MAE scaled down) on the built-in demo clips,
+which are rendered and cached on first use. A run leaves a directory with the resolved
+``config.yaml``, ``checkpoints/last.ckpt``, ``tensorboard/``, ``data_report.json``, ``probe.json``
+(when a labeled set is available) and ``export/`` (the backbone, loadable with
+`avssl.load_backbone`).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.loggers import TensorBoardLogger
+
+from avssl.callbacks import DataReportCallback, LinearProbeCallback
+from avssl.config import ConfigError, PretrainConfig, load_config, to_yaml
+from avssl.evaluation.linear_probe import FEATURE_SETS
+from avssl.export import export_encoder
+from avssl.module import AVPretrainModule
+from datamodules.demo import ensure_demo_clips
+from datamodules.errors import ClipError, DataPathError, NoUsableClipsError
+from datamodules.labeled import LabeledClipDataModule
+from datamodules.pretrain import AVPretrainDataModule
+
+log = logging.getLogger("avssl.pretrain")
+
+USER_ERRORS = (ConfigError, ClipError, DataPathError, NoUsableClipsError)
+
+
+@dataclass
+class RunResult:
+    """Where a finished run put things, and its probe figures (empty without a labeled set)."""
+
+    run_dir: Path
+    checkpoint: Path
+    export_dir: Path
+    data_report: Path
+    probe: dict[str, Any]
+    seconds: float
+
+
+def _run_dir(config: PretrainConfig) -> Path:
+    if config.run.dir:
+        return Path(config.run.dir)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = Path("runs") / f"{config.recipe}-{stamp}"
+    suffix = 1
+    while path.exists():
+        suffix += 1
+        path = Path("runs") / f"{config.recipe}-{stamp}-{suffix}"
+    return path
+
+
+def _sources(config: PretrainConfig) -> tuple[str, str | None]:
+    """The unlabeled folder to pretrain on and the labeled folder to probe with (None: no probe)."""
+    if config.data.root is not None:
+        probe_root = config.probe.data
+        if probe_root is None and config.probe.enabled:
+            log.info("no labeled set for the linear probe; set probe.data=DIR to probe during pretraining")
+        return config.data.root, probe_root if config.probe.enabled else None
+    demo = ensure_demo_clips()
+    return str(demo.unlabeled), (config.probe.data or str(demo.labeled)) if config.probe.enabled else None
+
+
+def run(config: PretrainConfig) -> RunResult:
+    """Pretrains as `config` says and exports the backbone.
+
+    Raises:
+        ConfigError, DataPathError, NoUsableClipsError, ClipError: user-fixable problems, raised
+            before training starts (a ClipError only with ``data.strict=true``).
+    """
+    started = time.perf_counter()
+    pl.seed_everything(config.run.seed, workers=True, verbose=False)
+    module = AVPretrainModule(config)  # builds and checks every objective before any data work
+    unlabeled_root, probe_root = _sources(config)
+    pre = config.data.preprocessing
+    datamodule = AVPretrainDataModule(
+        root=unlabeled_root,
+        preprocessing=pre,
+        batch_size=config.data.batch_size,
+        num_workers=config.data.num_workers,
+        strict=config.data.strict,
+        extensions=config.data.extensions,
+        seed=config.run.seed,
+    )
+    datamodule.setup("fit")
+
+    run_dir = _run_dir(config)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(to_yaml(config))
+    report_path = run_dir / "data_report.json"
+    checkpoint_dir = run_dir / "checkpoints"
+    callbacks: list[pl.Callback] = [
+        # No monitored metric: keeps the newest, overwritten (atomically, via fsspec) every epoch.
+        ModelCheckpoint(dirpath=checkpoint_dir, filename="last", save_top_k=1, every_n_epochs=1),
+        DataReportCallback(datamodule.report, report_path),
+        LearningRateMonitor(logging_interval="step"),
+    ]
+    probe_callback = None
+    if probe_root is not None:
+        labeled = LabeledClipDataModule(
+            root=probe_root,
+            preprocessing=pre,
+            batch_size=config.probe.batch_size,
+            num_workers=config.data.num_workers,
+            test_fraction=config.probe.test_fraction,
+            seed=config.run.seed,
+            extensions=config.data.extensions,
+            key="probe.data",
+        )
+        labeled.setup("fit")
+        probe_callback = LinearProbeCallback(
+            labeled, run_dir / "probe.json", config.probe.every_n_epochs, config.probe.random_init_baseline, config.run.seed
+        )
+        callbacks.append(probe_callback)
+
+    t = config.trainer
+    trainer = pl.Trainer(
+        default_root_dir=run_dir,
+        logger=TensorBoardLogger(save_dir=run_dir, name="tensorboard", version=""),
+        callbacks=callbacks,
+        max_epochs=t.max_epochs,
+        max_steps=t.max_steps,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        strategy=t.strategy,
+        num_nodes=t.num_nodes,
+        precision=t.precision,
+        gradient_clip_val=t.gradient_clip_val,
+        log_every_n_steps=t.log_every_n_steps,
+        enable_progress_bar=t.enable_progress_bar,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, datamodule=datamodule)
+    export_dir = run_dir / "export"
+    if trainer.is_global_zero:
+        export_encoder(module.backbone, pre, export_dir, source={"run": str(run_dir), "recipe": config.recipe})
+    return RunResult(
+        run_dir=run_dir,
+        checkpoint=checkpoint_dir / "last.ckpt",
+        export_dir=export_dir,
+        data_report=report_path,
+        probe=probe_callback.results if probe_callback else {},
+        seconds=time.perf_counter() - started,
+    )
+
+
+def format_summary(result: RunResult) -> str:
+    """What a user reads at the end of a run: where everything is, and the probe figures."""
+    lines = [
+        f"run directory   {result.run_dir}",
+        f"checkpoint      {result.checkpoint}",
+        f"export          {result.export_dir}  (avssl.load_backbone('{result.export_dir}'))",
+        f"tensorboard     tensorboard --logdir {result.run_dir / 'tensorboard'}",
+        f"data report     {result.data_report}",
+        f"wall time       {result.seconds / 60:.1f} min",
+    ]
+    if result.probe:
+        any_result = next(iter(result.probe.values()))
+        lines += ["", f"linear probe top-1 ({any_result['train_clips']} train / {any_result['test_clips']} test clips):"]
+        lines.append(f"  {'backbone':<14}" + "".join(f"{k:>9}" for k in FEATURE_SETS))
+        for name, res in result.probe.items():
+            lines.append(f"  {name:<14}" + "".join(f"{res[k]['top1']:>9.1%}" for k in FEATURE_SETS))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        config = load_config(sys.argv[1:] if argv is None else argv)
+        result = run(config)
+    except USER_ERRORS as err:
+        print(f"avssl.pretrain: error: {err}", file=sys.stderr)
+        return 2
+    print("\n" + format_summary(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

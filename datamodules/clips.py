@@ -1,0 +1,31 @@
+"""One clip of a file as model inputs: decode, then video transform and audio features."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import Tensor
+
+from datamodules.audio_features import log_mel_fbank
+from datamodules.decode import read_clip
+from datamodules.preprocessing import Preprocessing
+from datamodules.video_transforms import frames_to_tensor
+
+
+def load_clip(path: str | Path, start_s: float, pre: Preprocessing) -> dict[str, Tensor]:
+    """Reads ``[start_s, start_s + clip_seconds)`` of a file and turns it into model inputs.
+
+    Args:
+        path: a video file with an audio stream.
+        start_s: clip start in seconds.
+        pre: the preprocessing settings.
+
+    Returns:
+        ``{"video": float [3, T, S, S], "audio": float [1, F, M]}`` with T = ``num_frames``,
+        S = ``frame_size``, F = ``audio_frames``, M = ``num_mel_bins``.
+
+    Raises:
+        ClipError: when the file cannot give this clip (see `read_clip`).
+    """
+    frames, waveform = read_clip(path, start_s, pre)  # (T, H, W, 3) uint8, (samples,)
+    return {"video": frames_to_tensor(frames, pre), "audio": log_mel_fbank(waveform, pre)}

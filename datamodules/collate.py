@@ -1,0 +1,46 @@
+"""Batching of clips, including clips that failed to load.
+
+A dataset item is either a sample ``{"video", "audio", "meta": {"path", "start_s"}, "label"?}`` or
+a failure ``{"skipped": {"path", "reason", "detail"}}``. Failures are never replaced by zero
+tensors: they leave the batch and travel in ``meta["skipped"]`` so the report can record them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+def collate_clips(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stacks the samples of a batch and collects its failures.
+
+    Args:
+        items: samples and failures, as `ClipDataset` returns them.
+
+    Returns:
+        ``{"video": float [B, 3, T, S, S], "audio": float [B, 1, F, M],
+        "meta": {"path": list[str], "start_s": float32 [B], "skipped": list[dict]},
+        "label": long [B]}`` where B counts the samples only, and ``label`` is present when the
+        samples have labels. When every item failed, B = 0 and ``video`` and ``audio`` are
+        ``torch.empty(0)`` (no known shape) and there is no ``label``.
+    """
+    samples = [item for item in items if "skipped" not in item]
+    skipped = [item["skipped"] for item in items if "skipped" in item]
+    meta = {
+        "path": [s["meta"]["path"] for s in samples],
+        "start_s": torch.tensor([s["meta"]["start_s"] for s in samples], dtype=torch.float32),
+        "skipped": skipped,
+    }
+    if not samples:
+        return {"video": torch.empty(0), "audio": torch.empty(0), "meta": meta}
+    batch = {
+        "video": torch.stack([s["video"] for s in samples]),  # (B, 3, T, S, S)
+        "audio": torch.stack([s["audio"] for s in samples]),  # (B, 1, F, M)
+        "meta": meta,
+    }
+    labelled = ["label" in s for s in samples]
+    assert all(labelled) or not any(labelled), "a batch mixes labelled and unlabelled samples"
+    if all(labelled):
+        batch["label"] = torch.tensor([s["label"] for s in samples], dtype=torch.long)  # (B,)
+    return batch

@@ -1,0 +1,53 @@
+"""How a clip is read from a video file and turned into model inputs.
+
+One dataclass, shared by pretraining, probing and export: the exported backbone carries it, so
+new clips are embedded exactly as the pretraining clips were.
+
+Defaults reproduce CAV-MAE's input pipeline (Gong et al., "Contrastive Audio-Visual Masked
+Autoencoder", ICLR 2023, arXiv:2210.07839; `YuanGongND/cav-mae@68fe8c2a src/dataloader.py`):
+16 kHz mono audio, kaldi fbank with 128 mel bins, 25 ms window and 10 ms shift, padded or cropped
+to 1024 frames and normalised with AudioSet statistics (-5.081, 4.4849, no x2); one RGB frame at
+224x224 normalised with ImageNet statistics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from avssl.schema import all_positive, positive
+
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+
+
+@dataclass
+class Preprocessing:
+    """Clip sampling, decoding and feature settings.
+
+    Attributes:
+        clip_seconds: length of one clip; audio and video cover the same seconds.
+        num_frames: frames sampled uniformly over the clip (CAV-MAE uses 1 of 10).
+        frame_size: frames are resized (shorter side) and centre-cropped to this square size.
+        video_mean: per-channel mean of RGB values in [0, 1].
+        video_std: per-channel std of RGB values in [0, 1].
+        sample_rate: audio is resampled to this rate and mixed to mono.
+        num_mel_bins: mel bins of the kaldi fbank.
+        frame_length_ms: fbank window length.
+        frame_shift_ms: fbank hop.
+        audio_frames: fbank frames after padding with zeros or cropping (CAV-MAE: 1024 = 10.24 s).
+        audio_mean: fbank normalisation mean, ``(fbank - mean) / std``.
+        audio_std: fbank normalisation std.
+    """
+
+    clip_seconds: float = field(default=10.0, metadata=positive())
+    num_frames: int = field(default=1, metadata=positive())
+    frame_size: int = field(default=224, metadata=positive())
+    video_mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
+    video_std: list[float] = field(default_factory=lambda: list(IMAGENET_STD), metadata=all_positive())
+    sample_rate: int = field(default=16000, metadata=positive())
+    num_mel_bins: int = field(default=128, metadata=positive())
+    frame_length_ms: float = field(default=25.0, metadata=positive())
+    frame_shift_ms: float = field(default=10.0, metadata=positive())
+    audio_frames: int = field(default=1024, metadata=positive())
+    audio_mean: float = -5.081
+    audio_std: float = field(default=4.4849, metadata=positive())

@@ -1,0 +1,40 @@
+"""Frames to a normalised video tensor, as CAV-MAE prepares its evaluation frames.
+
+CAV-MAE (arXiv:2210.07839, `YuanGongND/cav-mae@68fe8c2a src/dataloader.py`) resizes the shorter
+side to 224, centre-crops 224x224 and normalises with ImageNet statistics. Size and statistics
+come from `Preprocessing`. Resizing runs on uint8 with antialiasing, like PIL does.
+
+Deviation: CAV-MAE resizes with PIL's bicubic filter; we use bilinear.
+"""
+
+from __future__ import annotations
+
+import torch
+import torchvision.transforms.v2.functional as TF
+from torch import Tensor
+
+from datamodules.preprocessing import Preprocessing
+
+
+def frames_to_tensor(frames: Tensor, pre: Preprocessing) -> Tensor:
+    """Resizes, centre-crops and normalises decoded frames.
+
+    Args:
+        frames: uint8 ``[T, H, W, 3]`` RGB, as `read_clip` returns them.
+        pre: ``frame_size`` (S), ``video_mean`` and ``video_std`` (RGB values in [0, 1]).
+
+    Returns:
+        float32 ``[3, T, S, S]``.
+
+    Raises:
+        ValueError: if ``frames`` is not uint8 ``[T, H, W, 3]``.
+    """
+    if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"frames must be uint8 [T, H, W, 3], got {frames.dtype} {tuple(frames.shape)}")
+    size = pre.frame_size
+    video = frames.permute(0, 3, 1, 2)  # (T, 3, H, W)
+    video = TF.resize(video, [size], interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
+    video = TF.center_crop(video, [size, size])  # (T, 3, S, S)
+    video = TF.to_dtype(video, torch.float32, scale=True)  # values in [0, 1]
+    video = TF.normalize(video, mean=pre.video_mean, std=pre.video_std)
+    return video.permute(1, 0, 2, 3).contiguous()  # (3, T, S, S)

@@ -1,0 +1,67 @@
+"""Recipes, overrides and the errors a user gets for a bad one."""
+
+import subprocess
+import sys
+
+import pytest
+
+from avssl.config import ConfigError, available_recipes, load_config
+
+
+def test_shipped_recipes_load_and_resolve():
+    assert {"default", "cav_mae"} <= set(available_recipes())
+    spec = load_config(["recipe=cav_mae"]).backbone
+    cav = load_config(["recipe=cav_mae"])
+    resolved = spec.resolve(cav.data.preprocessing)
+    assert (resolved.embed_dim, resolved.modality_specific_depth, resolved.shared_depth) == (768, 11, 1)
+    assert cav.objectives["av_infonce"] == {"weight": 0.01, "temperature": 0.05}
+    assert cav.masking.audio_ratio == cav.masking.video_ratio == 0.75
+
+
+def test_overrides_apply_on_top_of_the_recipe(tmp_path):
+    config = load_config(["data.root=/videos", "optim.lr=0.01", "objectives.av_infonce.temperature=0.2", "trainer.devices=2"])
+    assert config.data.root == "/videos"
+    assert config.optim.lr == 0.01
+    assert config.objectives["av_infonce"]["temperature"] == 0.2
+    assert config.trainer.devices == 2
+
+
+def test_recipe_from_a_path(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("backbone: {size: small}\nobjectives: {av_infonce: {weight: 1.0}}\n")
+    config = load_config([f"recipe={path}"])
+    assert config.backbone.size == "small"
+    assert config.recipe == "mine"
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["data.rot=/x"], r"data.rot: unknown key.*Did you mean 'root'"),
+        (["optim.lrr=1"], r"optim.lrr: unknown key.*Did you mean 'lr'"),
+        (["data.batch_size=many"], r"data.batch_size"),
+        (["masking.audio_ratio=1.5"], r"masking.audio_ratio=1.5: must be in \[0.0, 1.0\)"),
+        (["optim.lr=-0.1"], r"optim.lr=-0.1: must be > 0"),
+        (["backbone.size=huge"], r"backbone.size=huge: must be one of \['tiny', 'small', 'base', 'large'\]"),
+        (["recipe=cav_mea"], r"recipe=cav_mea: unknown recipe. Did you mean 'cav_mae'"),
+        (["recipe=/nope/missing.yaml"], r"recipe=/nope/missing.yaml: no such file"),
+        (["objectives.av_infonce.temprature=0.1"], r"objectives.av_infonce.temprature.*Did you mean 'temperature'"),
+        (["objectives.contrastive.weight=1"], r"objectives.contrastive: unknown objective"),
+        (["data.preprocessing.frame_size=70"], r"data.preprocessing.frame_size=70 is not divisible by backbone.video_patch\[1\]=16"),
+        (["lr"], r"'lr': expected key=value"),
+    ],
+)
+def test_bad_values_stop_with_one_message_naming_the_key(args, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(args)
+
+
+def test_cli_reports_a_config_error_without_a_traceback(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "avssl.pretrain", "masking.video_ratio=1.5", f"run.dir={tmp_path / 'run'}"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "masking.video_ratio=1.5: must be in [0.0, 1.0)" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "run").exists()

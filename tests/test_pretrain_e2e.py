@@ -1,0 +1,145 @@
+"""The user's path end to end on a tiny recipe: pretrain -> run directory -> export -> load -> probe."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import avssl
+from avssl.export import encoder_from_checkpoint
+from avssl.export import main as export_main
+from avssl.pretrain import main as pretrain_main
+from avssl.probe import main as probe_main
+from datamodules.clips import load_clip
+from datamodules.demo import render_demo_clips
+
+TINY = [
+    "data.num_workers=0",
+    "data.batch_size=8",
+    "data.preprocessing.clip_seconds=1.0",
+    "data.preprocessing.num_frames=2",
+    "data.preprocessing.frame_size=32",
+    "data.preprocessing.num_mel_bins=32",
+    "data.preprocessing.audio_frames=96",
+    "backbone.embed_dim=32",
+    "backbone.num_heads=2",
+    "backbone.modality_specific_depth=1",
+    "objectives.masked_reconstruction.decoder_dim=16",
+    "objectives.masked_reconstruction.decoder_depth=1",
+    "objectives.masked_reconstruction.decoder_heads=2",
+    "trainer.max_epochs=2",
+    "optim.warmup_epochs=0",
+    "probe.batch_size=16",
+]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo")
+    clips = render_demo_clips(root, num_unlabeled=24, clips_per_class=4, seed=3, size=32, seconds=1.0)
+    (clips.unlabeled / "broken.mp4").write_bytes(b"this is not a video")
+    return clips
+
+
+@pytest.fixture(scope="module")
+def run(demo, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("runs") / "tiny"
+    code = pretrain_main([*TINY, f"data.root={demo.unlabeled}", f"probe.data={demo.labeled}", f"run.dir={run_dir}"])
+    assert code == 0
+    return run_dir
+
+
+def test_run_directory_holds_everything(run, capsys):
+    for name in ("config.yaml", "checkpoints/last.ckpt", "data_report.json", "probe.json", "export/model.safetensors", "export/config.yaml"):
+        assert (run / name).is_file(), name
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert "backbone:" in (run / "config.yaml").read_text()
+
+
+def test_data_report_records_the_broken_file(run):
+    report = json.loads((run / "data_report.json").read_text())
+    assert report["files_seen"] == 25
+    assert report["clips"] == 24
+    assert [(Path(s["path"]).name, s["reason"]) for s in report["skipped"]] == [("broken.mp4", "unreadable")]
+
+
+def test_probe_callback_reports_both_backbones(run):
+    probe = json.loads((run / "probe.json").read_text())
+    assert set(probe) == {"random_init", "pretrained"}
+    for result in probe.values():
+        for name in ("audio", "video", "joint"):
+            assert 0.0 <= result[name]["top1"] <= 1.0
+        assert result["train_clips"] + result["test_clips"] == 6 * 4
+
+
+def test_checkpoint_is_data_and_export_reproduces_the_module_embeddings(run, tmp_path):
+    ckpt = torch.load(run / "checkpoints/last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["hyper_parameters"]["config"]["backbone"]["embed_dim"] == 32
+    encoder, preprocessing, _ = encoder_from_checkpoint(run / "checkpoints/last.ckpt")
+    encoder.eval()
+    loaded = avssl.load_backbone(run)  # a run directory resolves to its export/
+    torch.manual_seed(0)
+    audio = torch.randn(2, 1, preprocessing.audio_frames, preprocessing.num_mel_bins)
+    video = torch.randn(2, 3, preprocessing.num_frames, preprocessing.frame_size, preprocessing.frame_size)
+    torch.testing.assert_close(loaded.encode_audio(audio), encoder.encode_audio(audio))
+    torch.testing.assert_close(loaded.encode_video(video), encoder.encode_video(video))
+    torch.testing.assert_close(loaded.encode_joint(audio, video), encoder.encode_joint(audio, video))
+    assert loaded.preprocessing == preprocessing
+
+
+def test_export_cli_then_embed_file(run, demo, tmp_path, capsys):
+    out = tmp_path / "exported"
+    assert export_main([str(run / "checkpoints/last.ckpt"), "--out", str(out)]) == 0
+    model = avssl.load_backbone(out)
+    clip = next(demo.labeled.rglob("*.mp4"))
+    emb = model.embed_file(clip)
+    assert {k: tuple(v.shape) for k, v in emb.items()} == {"audio": (32,), "video": (32,), "joint": (32,)}
+    # embed_file is the pretraining pipeline: decode the file's clip the same way and compare.
+    from datamodules.scan import file_clip_starts
+
+    start = file_clip_starts(clip, model.preprocessing)[0]
+    sample = load_clip(clip, start, model.preprocessing)
+    with torch.no_grad():
+        expected = model.encode_video(sample["video"][None])[0]
+    torch.testing.assert_close(emb["video"], expected)
+
+
+def test_export_cli_errors_are_one_line(tmp_path, capsys):
+    assert export_main([str(tmp_path / "missing.ckpt"), "--out", str(tmp_path / "x")]) == 2
+    assert "missing.ckpt does not exist" in capsys.readouterr().err
+
+
+def test_loading_an_export_needs_no_lightning(run):
+    code = (
+        "import sys, avssl; m = avssl.load_backbone(sys.argv[1]); "
+        "bad = [n for n in sys.modules if n.split('.')[0] in ('pytorch_lightning', 'lightning')]; "
+        "assert not bad, bad; print(m.embed_dim)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(run / "export")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "32"
+
+
+def test_probe_cli_prints_a_table_and_writes_json(run, demo, tmp_path, capsys):
+    out = tmp_path / "probe.json"
+    assert probe_main([str(run), "--data", str(demo.labeled), "--out", str(out), "--num-workers", "0"]) == 0
+    printed = capsys.readouterr().out
+    assert "audio" in printed and "video" in printed and "joint" in printed
+    result = json.loads(out.read_text())
+    assert result["init"] == "pretrained"
+    assert result["train_clips"] + result["test_clips"] == 24 and result["skipped_clips"] == 0
+    assert "logistic regression" in result["protocol"]
+    # The callback probed the same weights with the same protocol and split.
+    callback = json.loads((run / "probe.json").read_text())["pretrained"]
+    for name in ("audio", "video", "joint"):
+        assert result[name]["top1"] == pytest.approx(callback[name]["top1"])
+    assert probe_main([str(run), "--data", str(demo.labeled), "--out", str(out), "--random-init", "--num-workers", "0"]) == 0
+    assert json.loads(out.read_text())["init"] == "random_init"
+
+
+def test_probe_cli_missing_data_is_a_clear_error(run, tmp_path, capsys):
+    assert probe_main([str(run), "--data", str(tmp_path / "nowhere")]) == 2
+    assert "nowhere" in capsys.readouterr().err
