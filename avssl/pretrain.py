@@ -92,12 +92,14 @@ def run(config: PretrainConfig) -> RunResult:
         extensions=config.data.extensions,
         seed=config.run.seed,
     )
-    datamodule.setup("fit")
-
     run_dir = _run_dir(config)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(to_yaml(config))
     report_path = run_dir / "data_report.json"
+    try:
+        datamodule.setup("fit")
+    finally:  # also when no file is usable: the report says what was wrong with each
+        datamodule.report.write_json(report_path)
     checkpoint_dir = run_dir / "checkpoints"
     callbacks: list[pl.Callback] = [
         # No monitored metric: keeps the newest, overwritten (atomically, via fsspec) every epoch.

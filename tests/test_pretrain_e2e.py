@@ -143,3 +143,16 @@ def test_probe_cli_prints_a_table_and_writes_json(run, demo, tmp_path, capsys):
 def test_probe_cli_missing_data_is_a_clear_error(run, tmp_path, capsys):
     assert probe_main([str(run), "--data", str(tmp_path / "nowhere")]) == 2
     assert "nowhere" in capsys.readouterr().err
+
+
+def test_folder_without_usable_clips_is_a_clear_error_with_a_report(tmp_path, capsys):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    (videos / "empty.mp4").write_bytes(b"")
+    (videos / "notes.mov").write_text("not a video")
+    run_dir = tmp_path / "run"
+    assert pretrain_main([*TINY, f"data.root={videos}", "probe.enabled=false", f"run.dir={run_dir}"]) == 2
+    err = capsys.readouterr().err
+    assert "No usable clip" in err and "Traceback" not in err
+    report = json.loads((run_dir / "data_report.json").read_text())
+    assert report["counts_by_reason"] == {"empty_file": 1, "unreadable": 1}
