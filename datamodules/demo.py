@@ -32,11 +32,11 @@ from datamodules.encode import write_mp4
 
 log = logging.getLogger(__name__)
 
-DEMO_VERSION = 2  # bump when the clips change, so old caches are not reused
+DEMO_VERSION = 3  # bump when the clips change, so old caches are not reused
 SAMPLE_RATE = 16000
-# ensure_demo_clips' set: 480 unlabelled clips and 40 labelled clips per class, 2 s at 64 px, 8 fps.
+# ensure_demo_clips' set: 480 unlabelled clips and 80 labelled clips per class, 2 s at 64 px, 8 fps.
 DEFAULT_NUM_UNLABELED = 480
-DEFAULT_CLIPS_PER_CLASS = 40
+DEFAULT_CLIPS_PER_CLASS = 80
 DEFAULT_SEED = 0
 
 
