@@ -10,6 +10,7 @@ import json
 
 from avssl.pretrain import main as pretrain_main
 
+
 def test_pretrained_backbone_beats_random_init_on_the_demo(tmp_path, monkeypatch):
     monkeypatch.setenv("AVSSL_CACHE_DIR", str(tmp_path / "cache"))
     run_dir = tmp_path / "run"
