@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.resources
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -20,8 +20,10 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 from avssl.backbones.sizes import BACKBONE_SIZES
 from avssl.backbones.spec import BackboneSpec
 from avssl.schema import all_positive, in_range, non_negative, one_of, positive
-from datamodules.folder import DEFAULT_EXTENSIONS
+from datamodules.policies import DataPolicies
 from datamodules.preprocessing import Preprocessing
+from datamodules.sampling import SAMPLING_MODES
+from datamodules.sources import SourceConfig
 
 
 class ConfigError(ValueError):
@@ -32,16 +34,37 @@ class ConfigError(ValueError):
 class RunConfig:
     dir: Optional[str] = None  # None: runs/<recipe>-<YYYYmmdd-HHMMSS> under the working directory
     seed: int = 0
+    # also save checkpoints/last.ckpt every N training steps (0: only at the end of each epoch)
+    checkpoint_every_n_steps: int = field(default=0, metadata=non_negative())
+    resume: Optional[str] = None  # a checkpoint to continue from, e.g. runs/<run>/checkpoints/last.ckpt
 
 
 @dataclass
 class DataConfig:
-    root: Optional[str] = None  # folder of videos, searched recursively; None: the built-in demo clips
+    """Where the videos are and how clips are cut from them (docs/data.md).
+
+    ``root`` is the shorthand for a folder source: ``data.root=DIR`` means
+    ``data.source.kind=folder data.source.path=DIR``. With neither set, the built-in demo clips
+    are used.
+    """
+
+    root: Optional[str] = None
+    source: SourceConfig = field(default_factory=SourceConfig)
     batch_size: int = field(default=32, metadata=positive())
     num_workers: int = field(default=2, metadata=non_negative())
     strict: bool = False  # true: the first unusable file stops the run instead of being skipped
-    extensions: list[str] = field(default_factory=lambda: list(DEFAULT_EXTENSIONS))
+    clips_per_video: int = field(default=1, metadata=positive())
+    clip_sampling: str = field(default="uniform", metadata=one_of(SAMPLING_MODES))
+    # where the fbank is computed: in the DataLoader workers, or on the training device after transfer
+    audio_features_on: str = field(default="worker", metadata=one_of(["worker", "device"]))
+    policies: DataPolicies = field(default_factory=DataPolicies)
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
+
+    def resolved_source(self) -> Optional[SourceConfig]:
+        """The source to pretrain on (None: the demo clips)."""
+        if self.root is not None:
+            return replace(self.source, kind="folder", path=self.root)
+        return self.source if self.source.path is not None else None
 
 
 @dataclass
@@ -212,6 +235,17 @@ def _check_constraints(node: Any, path: str) -> None:
             _check_constraints(value, key)
 
 
+def _check_data(data: DataConfig) -> None:
+    pre = data.preprocessing
+    if pre.fps is not None and pre.num_frames / pre.fps > pre.clip_seconds:
+        raise ConfigError(f"data.preprocessing: {pre.num_frames} frames at fps={pre.fps} span "
+                          f"{pre.num_frames / pre.fps:g} s, longer than clip_seconds={pre.clip_seconds}; "
+                          "lower num_frames, raise fps or lengthen the clip.")
+    if data.root is not None and data.source.path is not None:
+        raise ConfigError(f"data.root={data.root} and data.source.path={data.source.path}: give one of them "
+                          "(data.root=DIR is the shorthand for a folder source).")
+
+
 def _check_objectives(objectives: dict[str, Any]) -> None:
     from avssl.objectives import check_objective_config
 
@@ -251,6 +285,7 @@ def load_config(args: list[str]) -> PretrainConfig:
     except OmegaConfBaseException as err:
         raise _explain_omegaconf_error(err, "the merged config") from None
     _check_constraints(config, "")
+    _check_data(config.data)
     _check_objectives(config.objectives)
     config.backbone.resolve(config.data.preprocessing)
     return config

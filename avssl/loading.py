@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -75,8 +75,9 @@ class PretrainedBackbone(nn.Module):
         from datamodules.clips import load_clip
         from datamodules.scan import file_clip_starts
 
-        starts = file_clip_starts(path, self.preprocessing)
-        clips = [load_clip(path, start, self.preprocessing) for start in starts]
+        pre = replace(self.preprocessing, crop="center")  # evaluation: no random crops
+        starts = file_clip_starts(path, pre)
+        clips = [load_clip(path, start, pre) for start in starts]
         device = next(self.encoder.parameters()).device
         audio = torch.stack([c["audio"] for c in clips]).to(device)
         video = torch.stack([c["video"] for c in clips]).to(device)

@@ -45,8 +45,11 @@ class AVPretrainModule(pl.LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
         batch_size = batch["video"].shape[0]
-        if batch_size < 2:
-            # Every clip of this batch was unusable (recorded in the data report); nothing to learn.
+        if self._smallest_batch(batch_size) < 2:
+            # Too few usable clips (the failures are in the data report): nothing to learn. Under DDP
+            # every rank must still run backward, or the others would wait for it forever.
+            if self.trainer.world_size > 1:
+                return sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
             return None
         out = self.backbone.forward_features(
             batch["audio"], batch["video"], self.config.masking.audio_ratio, self.config.masking.video_ratio
@@ -59,6 +62,12 @@ class AVPretrainModule(pl.LightningModule):
             total = total + self.weights[name] * sum(terms.values())
         self.log("train/loss", total, prog_bar=True, batch_size=batch_size)
         return total
+
+    def _smallest_batch(self, batch_size: int) -> int:
+        """This batch's size, or under DDP the smallest of all ranks' (every rank then agrees)."""
+        if self.trainer.world_size == 1:
+            return batch_size
+        return int(self.all_gather(torch.tensor(batch_size, device=self.device)).min())
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = build_optimizer(self.parameters(), self.config.optim)

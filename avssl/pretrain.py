@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -27,13 +28,15 @@ from avssl.evaluation.linear_probe import FEATURE_SETS
 from avssl.export import export_encoder
 from avssl.module import AVPretrainModule
 from datamodules.demo import ensure_demo_clips
-from datamodules.errors import ClipError, DataPathError, NoUsableClipsError
+from datamodules.errors import ClipError, DataPathError, DataSourceError, NoUsableClipsError
 from datamodules.labeled import LabeledClipDataModule
 from datamodules.pretrain import AVPretrainDataModule
+from datamodules.sources import SourceConfig
+from datamodules.stream import StreamSettings
 
 log = logging.getLogger("avssl.pretrain")
 
-USER_ERRORS = (ConfigError, ClipError, DataPathError, NoUsableClipsError)
+USER_ERRORS = (ConfigError, ClipError, DataPathError, DataSourceError, NoUsableClipsError)
 
 
 @dataclass
@@ -60,15 +63,26 @@ def _run_dir(config: PretrainConfig) -> Path:
     return path
 
 
-def _sources(config: PretrainConfig) -> tuple[str, str | None]:
-    """The unlabeled folder to pretrain on and the labeled folder to probe with (None: no probe)."""
-    if config.data.root is not None:
+def _sources(config: PretrainConfig) -> tuple[SourceConfig, str | None]:
+    """The unlabeled source to pretrain on and the labeled folder to probe with (None: no probe)."""
+    source = config.data.resolved_source()
+    if source is not None:
         probe_root = config.probe.data
         if probe_root is None and config.probe.enabled:
             log.info("no labeled set for the linear probe; set probe.data=DIR to probe during pretraining")
-        return config.data.root, probe_root if config.probe.enabled else None
+        return source, probe_root if config.probe.enabled else None
     demo = ensure_demo_clips()
-    return str(demo.unlabeled), (config.probe.data or str(demo.labeled)) if config.probe.enabled else None
+    source = replace(config.data.source, kind="folder", path=str(demo.unlabeled))
+    return source, (config.probe.data or str(demo.labeled)) if config.probe.enabled else None
+
+
+def _resume_checkpoint(config: PretrainConfig) -> str | None:
+    if config.run.resume is None:
+        return None
+    if not Path(config.run.resume).is_file():
+        raise DataPathError(config.run.resume, "run.resume", "is not a checkpoint file",
+                            "set run.resume to a .ckpt file, e.g. runs/<run>/checkpoints/last.ckpt")
+    return config.run.resume
 
 
 def run(config: PretrainConfig) -> RunResult:
@@ -81,30 +95,30 @@ def run(config: PretrainConfig) -> RunResult:
     started = time.perf_counter()
     pl.seed_everything(config.run.seed, workers=True, verbose=False)
     module = AVPretrainModule(config)  # builds and checks every objective before any data work
-    unlabeled_root, probe_root = _sources(config)
+    source, probe_root = _sources(config)
     pre = config.data.preprocessing
-    datamodule = AVPretrainDataModule(
-        root=unlabeled_root,
-        preprocessing=pre,
-        batch_size=config.data.batch_size,
-        num_workers=config.data.num_workers,
-        strict=config.data.strict,
-        extensions=config.data.extensions,
-        seed=config.run.seed,
-    )
+    data = config.data
+    datamodule = AVPretrainDataModule(source, StreamSettings(
+        preprocessing=pre, policies=data.policies, batch_size=data.batch_size,
+        clips_per_video=data.clips_per_video, sampling=data.clip_sampling, seed=config.run.seed,
+        strict=data.strict, num_workers=data.num_workers, audio_features_on=data.audio_features_on))
     run_dir = _run_dir(config)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(to_yaml(config))
     report_path = run_dir / "data_report.json"
     try:
         datamodule.setup("fit")
-    finally:  # also when no file is usable: the report says what was wrong with each
+    finally:  # also when the source is unusable: the report exists and says so
         datamodule.report.write_json(report_path)
     checkpoint_dir = run_dir / "checkpoints"
+    every_n_steps = config.run.checkpoint_every_n_steps or None
     callbacks: list[pl.Callback] = [
-        # No monitored metric: keeps the newest, overwritten (atomically, via fsspec) every epoch.
-        ModelCheckpoint(dirpath=checkpoint_dir, filename="last", save_top_k=1, every_n_epochs=1),
-        DataReportCallback(datamodule.report, report_path),
+        # No monitored metric: keeps the newest, overwritten (atomically, via fsspec) every epoch,
+        # and every N steps if asked; the data position is saved with it.
+        ModelCheckpoint(dirpath=checkpoint_dir, filename="last", save_top_k=1,
+                        every_n_epochs=None if every_n_steps else 1, every_n_train_steps=every_n_steps,
+                        save_on_train_epoch_end=True),
+        DataReportCallback(datamodule.report, report_path, source.path),
         LearningRateMonitor(logging_interval="step"),
     ]
     probe_callback = None
@@ -116,7 +130,7 @@ def run(config: PretrainConfig) -> RunResult:
             num_workers=config.data.num_workers,
             test_fraction=config.probe.test_fraction,
             seed=config.run.seed,
-            extensions=config.data.extensions,
+            extensions=data.source.extensions,
             key="probe.data",
         )
         labeled.setup("fit")
@@ -142,7 +156,10 @@ def run(config: PretrainConfig) -> RunResult:
         enable_progress_bar=t.enable_progress_bar,
         enable_model_summary=False,
     )
-    trainer.fit(module, datamodule=datamodule)
+    with warnings.catch_warnings():
+        # ClipStream's length is exact for any number of workers (datamodules/epoch_plan.py).
+        warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined")
+        trainer.fit(module, datamodule=datamodule, ckpt_path=_resume_checkpoint(config))
     export_dir = run_dir / "export"
     if trainer.is_global_zero:
         export_encoder(module.backbone, pre, export_dir, source={"run": str(run_dir), "recipe": config.recipe})

@@ -2,14 +2,19 @@
 
 Importing the package is light; import the module you need:
 
-* `datamodules.pretrain.AVPretrainDataModule`: unlabelled folder of videos, for pretraining;
+* `datamodules.pretrain.AVPretrainDataModule`: unlabelled videos streamed from a folder, a
+  manifest or WebDataset shards, for pretraining;
 * `datamodules.labeled.LabeledClipDataModule`: class folders, for linear probes;
 * `datamodules.demo.ensure_demo_clips`: the built-in synthetic demo set;
 * `datamodules.clips.load_clip`: one clip of one file as model inputs;
-* `datamodules.preprocessing.Preprocessing`: the settings that make a clip;
+* `datamodules.preprocessing.Preprocessing` and `datamodules.policies.DataPolicies`: the settings
+  that make a clip, and what happens to files that cannot give a normal one;
 * `datamodules.report.DataReport` and `datamodules.errors`: skipped files and their reasons.
 
-The parts, in data-flow order: `folder` (find files) -> `scan` (probe them, choose clips) ->
-`clip_dataset` (one clip per item) -> `decode` (decord) -> `video_transforms` and
-`audio_features` -> `collate` (batch dict). `encode` writes mp4s for the demo and the tests.
+Pretraining, in data-flow order: `sources` (`folder`, `manifest`, `shards`: groups of videos) ->
+`epoch_plan` (which reader reads which videos, resume) -> `stream` (the IterableDataset) ->
+`isolation` (a decoder process with a time limit) -> `sampling` (clip starts) -> `decode` (decord
+frames) and `audio_decode` (PyAV audio by timestamps) -> `video_transforms` and `audio_features`
+-> `collate` (batch dict). Labelled data: `folder` -> `scan` (probe files, choose clips) ->
+`clip_dataset` -> the same decoding. `encode` writes mp4s for the demo and the tests.
 """

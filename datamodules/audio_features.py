@@ -61,3 +61,21 @@ def log_mel_fbank(waveform: Tensor, pre: Preprocessing) -> Tensor:
     missing = pre.audio_frames - fbank.shape[0]
     fbank = F.pad(fbank, (0, 0, 0, missing)) if missing > 0 else fbank[: pre.audio_frames]
     return ((fbank - pre.audio_mean) / pre.audio_std)[None]  # (1, audio_frames, mels)
+
+
+def log_mel_fbank_batch(waveforms: Tensor, pre: Preprocessing) -> Tensor:
+    """`log_mel_fbank` of every waveform of a batch, on the batch's device (e.g. the GPU).
+
+    Used with ``data.audio_features_on=device``: the workers then send waveforms and the features
+    are computed after the batch is moved to the accelerator.
+
+    Args:
+        waveforms: float ``[B, samples]``.
+        pre: as for `log_mel_fbank`.
+
+    Returns:
+        float32 ``[B, 1, pre.audio_frames, pre.num_mel_bins]``.
+    """
+    if waveforms.shape[0] == 0:
+        return waveforms.new_zeros(0, 1, pre.audio_frames, pre.num_mel_bins)
+    return torch.stack([log_mel_fbank(waveform, pre) for waveform in waveforms])

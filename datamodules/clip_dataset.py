@@ -9,6 +9,7 @@ from torch.utils.data import Dataset
 
 from datamodules.clips import load_clip
 from datamodules.errors import ClipError, StrictDataError
+from datamodules.policies import DataPolicies
 from datamodules.preprocessing import Preprocessing
 
 ClipEntry = tuple[str, float, int | None]  # (path, start_s, label)
@@ -24,6 +25,7 @@ class ClipDataset(Dataset):
         preprocessing: decoding and feature settings.
         strict: raise `StrictDataError` for a clip that fails instead of returning a failure item
             (from a DataLoader worker, PyTorch re-raises it as a RuntimeError with its message).
+        policies: how files without audio or shorter than a clip are read (see `read_clip`).
 
     Examples:
         >>> dataset = ClipDataset([("missing.mp4", 0.0, None)], Preprocessing())
@@ -32,10 +34,11 @@ class ClipDataset(Dataset):
     """
 
     def __init__(self, entries: Sequence[ClipEntry], preprocessing: Preprocessing,
-                 strict: bool = False) -> None:
+                 strict: bool = False, policies: DataPolicies = DataPolicies()) -> None:
         self.entries = list(entries)
         self.preprocessing = preprocessing
         self.strict = strict
+        self.policies = policies
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -45,7 +48,7 @@ class ClipDataset(Dataset):
         fails, ``{"skipped": {"path", "reason", "detail"}}``."""
         path, start_s, label = self.entries[index]
         try:
-            item: dict[str, Any] = load_clip(path, start_s, self.preprocessing)
+            item: dict[str, Any] = load_clip(path, start_s, self.preprocessing, self.policies)
         except ClipError as err:
             if self.strict:
                 raise StrictDataError(err.reason, err.detail, path) from err

@@ -16,11 +16,14 @@ def collate_clips(items: list[dict[str, Any]]) -> dict[str, Any]:
     """Stacks the samples of a batch and collects its failures.
 
     Args:
-        items: samples and failures, as `ClipDataset` returns them.
+        items: samples and failures, as `ClipDataset` and `ClipStream` make them. A streamed
+            item may carry ``"video_seen": name`` (one item per video) so the report counts files.
 
     Returns:
-        ``{"video": float [B, 3, T, S, S], "audio": float [B, 1, F, M],
-        "meta": {"path": list[str], "start_s": float32 [B], "skipped": list[dict]},
+        ``{"video": float [B, 3, T, S, S], "audio": float [B, 1, F, M] (or "waveform": float
+        [B, samples] when the features are computed on the device),
+        "meta": {"path": list[str], "start_s": float32 [B], "skipped": list[dict],
+        "videos_seen": list[str]},
         "label": long [B]}`` where B counts the samples only, and ``label`` is present when the
         samples have labels. When every item failed, B = 0 and ``video`` and ``audio`` are
         ``torch.empty(0)`` (no known shape) and there is no ``label``.
@@ -31,14 +34,15 @@ def collate_clips(items: list[dict[str, Any]]) -> dict[str, Any]:
         "path": [s["meta"]["path"] for s in samples],
         "start_s": torch.tensor([s["meta"]["start_s"] for s in samples], dtype=torch.float32),
         "skipped": skipped,
+        "videos_seen": [item["video_seen"] for item in items if "video_seen" in item],
     }
     if not samples:
         return {"video": torch.empty(0), "audio": torch.empty(0), "meta": meta}
-    batch = {
-        "video": torch.stack([s["video"] for s in samples]),  # (B, 3, T, S, S)
-        "audio": torch.stack([s["audio"] for s in samples]),  # (B, 1, F, M)
-        "meta": meta,
+    batch: dict[str, Any] = {
+        # "video" (B, 3, T, S, S); "audio" (B, 1, F, M) or, with features on the device, "waveform" (B, N)
+        key: torch.stack([s[key] for s in samples]) for key in ("video", "audio", "waveform") if key in samples[0]
     }
+    batch["meta"] = meta
     labelled = ["label" in s for s in samples]
     assert all(labelled) or not any(labelled), "a batch mixes labelled and unlabelled samples"
     if all(labelled):

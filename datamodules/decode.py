@@ -1,32 +1,32 @@
-"""Read a clip's frames and waveform from a video file.
+"""Read a clip's frames and waveform from a video file, both on the video's timeline.
 
-decord decodes both modalities (`decord.VideoReader`, `decord.AudioReader`); PyAV reads only the
-container header, to learn which streams exist and where they start. Everything here opens its
-decoders inside the call, so it is safe to run in DataLoader workers.
+Who decodes what (docs/data.md, "Who decodes what", has the measurements):
 
-Timing policy. decord's frame timestamps count from the video stream's first frame, and decord's
-audio array starts at the audio stream's first sample. Streams may start at different times (an
-MPEG-TS file, a delayed audio track), so audio sample ``i`` is played at
-``audio_offset + i / sample_rate`` seconds of *video* time, with ``audio_offset`` the difference of
-the two streams' start times in the header. Video frame ``j`` is shown during
-``[j / fps, (j + 1) / fps)``: a constant frame rate is assumed (decord's timestamps are garbage for
-AVI files, so they are not used).
+* PyAV reads the container header: which streams exist, where they start, the true frame size.
+* decord (`VideoReader`, one thread) decodes the video frames. Where decord fails or is wrong
+  (frame widths in `DECORD_BAD_WIDTHS`, containers in `DECORD_WRONG_CONTAINERS`, any decord error
+  or frame of the wrong size), PyAV decodes those frames instead, so a file is only rejected when
+  FFmpeg itself cannot decode it.
+* PyAV decodes the audio (`datamodules.audio_decode`). decord's `AudioReader` is not used: it
+  keeps the AAC encoder delay in Matroska and AVI files (the audio came 21-64 ms late) and decodes
+  the whole track for every clip.
 
-Known decord 0.6.0 quirks handled here:
-    * errors come as ``RuntimeError`` (open failed), ``DECORDError`` (not a RuntimeError) or an
-      ``AssertionError`` (a video stream with 0 frames);
-    * `AudioReader` decodes and resamples the whole track on open, and on corrupt data it stops
-      early without raising, so the audio it returns is checked against the clip it must cover;
-    * `AudioReader.duration()` is truncated to whole seconds, so the sample count is used instead;
-    * frames of a few narrow widths cannot be decoded at all (`DECORD_BAD_WIDTHS`);
-    * slicing an `AudioReader` wraps negative starts around, so slices are clamped first;
-    * the output type follows `decord.bridge`, which other code may switch (per thread) to torch.
+Timeline. Time 0 is the video stream's start time in the header. Video frame ``j`` is shown
+during ``[j / fps, (j + 1) / fps)``: a constant frame rate is assumed (decord's per-frame
+timestamps are garbage for AVI files). Audio is placed by its timestamps on the same timeline,
+with encoder priming removed (`datamodules.audio_decode`).
+
+What happens to files without audio or shorter than a clip is decided by `DataPolicies`
+(``no_audio``, ``short``, ``min_clip_fraction``); everything else that goes wrong is a `ClipError`
+with its reason. Decoders are opened inside each call, so this is safe in DataLoader workers.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,33 +37,51 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from datamodules.audio_decode import read_audio, unrecorded_priming_s
 from datamodules.errors import ClipError
+from datamodules.policies import DataPolicies
 from datamodules.preprocessing import Preprocessing
 
-# A clip needs at least this fraction of `clip_seconds` of real video and audio; the rest of the
-# audio is zero-padded and the frames are spread over what exists. Shorter files are skipped.
-MIN_CLIP_FRACTION = 0.5
+log = logging.getLogger(__name__)
 
 # Frame widths (pixels) at which decord 0.6.0 cannot return RGB frames: `get_batch` fails with
-# "from_size == to_size" and single frames come back with 6 channels. Measured for even widths
-# 8-998 on H.264 yuv420p; real videos are not this narrow, but synthetic ones may be.
-DECORD_BAD_WIDTHS = (8, 12, 16, 24, 48, 72)
+# "from_size == to_size" (and single frames come back with 6 channels), whatever the height, codec
+# or pixel format. Measured for every width from 2 to 1000 px. `read_clip` decodes such files with
+# PyAV; the demo refuses these sizes.
+DECORD_BAD_WIDTHS = (2, 3, 4, 6, 8, 12, 16, 24, 48, 72)
+
+# Frame times sitting exactly on a frame boundary (e.g. 12 fps sampled from 24 fps) must not fall
+# into the previous frame through floating-point error.
+_BOUNDARY_EPS = 1e-6
+
+# Containers in which decord 0.6.0 returns wrong frames without an error once it seeks (a GOP
+# shorter than the file): MPEG-TS frames were 9 frames late, MPEG-PS ones anywhere (measured with
+# frames that encode their index, 10-frame GOPs). `read_clip` decodes them with PyAV.
+DECORD_WRONG_CONTAINERS = ("mpeg", "mpegts")
+# Containers whose frames PyAV must decode from the start: after a seek, MPEG-PS frames come with
+# timestamps 0.5 to 1 frame late (measured), so they would be taken for the next frame.
+_PYAV_NO_SEEK_CONTAINERS = ("mpeg",)
 
 _DECORD_ERRORS = (RuntimeError, decord.DECORDError, AssertionError)
 
 
 @dataclass
 class FileInfo:
-    """What `probe_file` learns about a video file from its headers.
+    """What `probe_file` learns about a video file from its headers and decord's index.
 
     Attributes:
         path: the file.
         duration_s: video duration, ``num_frames / fps``.
         fps: average frame rate.
         num_frames: number of video frames.
-        width: frame width in pixels.
+        width: frame width in pixels (from the stream header; decoded frames have this size).
         height: frame height in pixels.
         has_audio: whether the container has an audio stream.
+        video_start_s: the video stream's start time in the header: time 0 of every clip.
+        container: FFmpeg's name of the container format, e.g. ``"avi"``.
+        audio_codec: the audio codec, e.g. ``"aac"``; empty without audio.
+        audio_sample_rate: native audio rate in Hz from the header; 0 without audio.
+        audio_channels: audio channels from the header; 0 without audio.
     """
 
     path: str
@@ -73,57 +91,11 @@ class FileInfo:
     width: int
     height: int
     has_audio: bool
-
-
-@dataclass
-class _Streams:
-    has_video: bool
-    has_audio: bool
-    width: int
-    height: int
-    audio_offset_s: float  # audio start minus video start, seconds
-
-
-def _streams(path: str) -> _Streams:
-    """Reads the container header (cheap: nothing is decoded)."""
-    try:
-        # Undecodable text in the metadata is no reason to reject the file.
-        with av.open(path, metadata_errors="ignore") as container:
-            video, audio = container.streams.video, container.streams.audio
-            width, height = (video[0].width, video[0].height) if video else (0, 0)
-            offset = _start_s(audio[0]) - _start_s(video[0]) if video and audio else 0.0
-    except (av.FFmpegError, OSError) as err:
-        raise ClipError("unreadable", f"the container cannot be opened: {_brief(err)}", path) from err
-    return _Streams(bool(video), bool(audio), width, height, offset)
-
-
-def _start_s(stream: av.stream.Stream) -> float:
-    if stream.start_time is None or stream.time_base is None:
-        return 0.0
-    return float(stream.start_time * stream.time_base)
-
-
-def _brief(err: BaseException) -> str:
-    """First line of a decoder message, short enough for a report."""
-    lines = str(err).strip().splitlines()
-    return lines[0][:300] if lines else type(err).__name__
-
-
-def _as_numpy(array: Any) -> np.ndarray:
-    """decord returns `decord.nd.NDArray` unless a `decord.bridge` was set (then e.g. a tensor)."""
-    return array.asnumpy() if hasattr(array, "asnumpy") else np.asarray(array)
-
-
-def _open_video(path: str) -> decord.VideoReader:
-    # One decoding thread: DataLoader workers are the parallelism; decord's default uses all cores.
-    try:
-        reader = decord.VideoReader(path, num_threads=1)
-        fps = reader.get_avg_fps()
-    except _DECORD_ERRORS as err:
-        raise ClipError("unreadable", f"decord cannot open the video stream: {_brief(err)}", path) from err
-    if not (math.isfinite(fps) and fps > 0):
-        raise ClipError("unreadable", f"the video stream reports a frame rate of {fps}", path)
-    return reader
+    video_start_s: float = 0.0
+    container: str = ""
+    audio_codec: str = ""
+    audio_sample_rate: int = 0
+    audio_channels: int = 0
 
 
 def probe_file(path: str | Path) -> FileInfo:
@@ -135,115 +107,300 @@ def probe_file(path: str | Path) -> FileInfo:
         path: a video file.
 
     Returns:
-        The file's duration, frame rate, frame count, size and whether it has audio.
+        The file's streams, duration, frame rate, frame count and size.
 
     Raises:
         ClipError: ``empty_file``, ``unreadable`` or ``no_video``, never anything else for a bad
             file (garbage, text and truncated files included).
     """
+    return _probe(str(path))[0]
+
+
+def clip_starts(info: FileInfo, pre: Preprocessing,
+                policies: DataPolicies = DataPolicies()) -> list[float]:
+    """Chooses the clips of a file: for now one, centred in the file.
+
+    Args:
+        info: the file, from `probe_file`.
+        pre: gives ``clip_seconds``.
+        policies: ``no_audio``, ``short`` and ``min_clip_fraction`` decide which files are kept.
+
+    Returns:
+        Start times in seconds: ``[max(0, (duration - clip_seconds) / 2)]``. A file shorter than a
+        clip gives one clip at 0 s (with ``short="pad"``), whose audio `read_clip` zero-pads.
+
+    Raises:
+        ClipError: ``no_audio`` (no audio stream, ``no_audio="skip"``) or ``too_short``.
+    """
+    _check_audio_policy(info, policies)
+    start = max(0.0, (info.duration_s - pre.clip_seconds) / 2)
+    _video_seconds(info, start, pre, policies)
+    return [start]
+
+
+def read_clip(path: str | Path, start_s: float, pre: Preprocessing,
+              policies: DataPolicies = DataPolicies(),
+              info: FileInfo | None = None) -> tuple[Tensor, Tensor]:
+    """Decodes the frames and the waveform of ``[start_s, start_s + clip_seconds)``.
+
+    Frames: with ``pre.fps`` None, at the centres of ``num_frames`` equal parts of the clip; with
+    ``pre.fps``, ``1 / fps`` apart, spanning ``num_frames / fps`` seconds centred in the clip.
+    Each is the frame shown at its time (``floor(t * source_fps)``). Where the file ends before the
+    clip does (``short="pad"``), the same rule is applied to the part that exists and the audio is
+    zero-padded. Audio: every channel averaged to mono, resampled to ``pre.sample_rate``.
+
+    Args:
+        path: a video file.
+        start_s: clip start in seconds of video time, in ``[0, duration)``.
+        pre: clip length, frames, frame rate and audio sample rate.
+        policies: what to do without audio (``no_audio``) or with too little file (``short``,
+            ``min_clip_fraction``).
+        info: the file's `probe_file` result, to skip reading the headers again.
+
+    Returns:
+        ``frames``: uint8 ``[T, H, W, 3]`` RGB, T = ``pre.num_frames``, at the file's true size.
+        ``waveform``: float32 ``[round(clip_seconds * sample_rate)]``, mono.
+
+    Raises:
+        ClipError: ``empty_file``, ``unreadable``, ``no_video``, ``no_audio``, ``too_short`` or
+            ``decode_failed``; never another exception for a bad file.
+        ValueError: ``start_s < 0``, or ``num_frames / fps`` longer than ``clip_seconds``.
+    """
     path = str(path)
+    _check_frame_rate(pre)
+    if start_s < 0:
+        raise ValueError(f"start_s={start_s}: a clip cannot start before the video (0 s)")
+    reader = None
+    if info is None:
+        info, reader = _probe(path)
+    _check_audio_policy(info, policies)
+    indices = frame_indices(info, start_s, pre, policies)
+    frames = _read_frames(info, indices, reader)
+    length = round(pre.clip_seconds * pre.sample_rate)
+    if not info.has_audio:  # no_audio="silence"
+        return frames, torch.zeros(length)
+    offset_s = info.video_start_s + unrecorded_priming_s(info.container, info.audio_codec,
+                                                         info.audio_sample_rate)
+    try:
+        waveform, covered_s = read_audio(path, start_s, pre.clip_seconds, pre.sample_rate, offset_s)
+    except (av.FFmpegError, ValueError) as err:  # ValueError: the stream's format changed
+        raise ClipError("decode_failed", f"audio of the clip from {start_s:.2f} s: {_brief(err)}",
+                        path) from err
+    _check_audio_coverage(info, start_s, covered_s, pre, policies)
+    return frames, torch.from_numpy(waveform)
+
+
+# --- headers ---------------------------------------------------------------------------------
+
+
+def _probe(path: str) -> tuple[FileInfo, decord.VideoReader]:
     try:
         size = os.path.getsize(path)
     except OSError as err:
         raise ClipError("unreadable", f"cannot stat the file: {err}", path) from err
     if size == 0:
         raise ClipError("empty_file", "0 bytes", path)
-    streams = _streams(path)
-    if not streams.has_video:
-        found = "an audio stream only" if streams.has_audio else "neither audio nor video streams"
-        raise ClipError("no_video", f"the container has {found}", path)
-    reader = _open_video(path)
+    try:
+        # Undecodable text in the metadata is no reason to reject the file.
+        with av.open(path, metadata_errors="ignore") as container:
+            video, audio = container.streams.video, container.streams.audio
+            if not video:
+                found = "an audio stream only" if audio else "neither audio nor video streams"
+                raise ClipError("no_video", f"the container has {found}", path)
+            header = dict(width=video[0].width, height=video[0].height,
+                          video_start_s=_start_s(video[0]), container=container.format.name)
+            if audio:
+                context = audio[0].codec_context
+                header.update(audio_codec=context.codec.canonical_name,
+                              audio_sample_rate=context.sample_rate, audio_channels=context.channels)
+    except (av.FFmpegError, OSError) as err:
+        raise ClipError("unreadable", f"the container cannot be opened: {_brief(err)}", path) from err
+    reader = _open_decord(path)
     num_frames, fps = len(reader), reader.get_avg_fps()
-    return FileInfo(path=path, duration_s=num_frames / fps, fps=fps, num_frames=num_frames,
-                    width=streams.width, height=streams.height, has_audio=streams.has_audio)
+    info = FileInfo(path=path, duration_s=num_frames / fps, fps=fps, num_frames=num_frames,
+                    has_audio=bool(audio), **header)
+    return info, reader
 
 
-def clip_starts(info: FileInfo, pre: Preprocessing) -> list[float]:
-    """Chooses the clips of a file: for now one, centred in the file.
+def _start_s(stream: av.stream.Stream) -> float:
+    if stream.start_time is None or stream.time_base is None:
+        return 0.0
+    return float(stream.start_time * stream.time_base)
 
-    Args:
-        info: the file, from `probe_file`.
-        pre: gives ``clip_seconds``.
 
-    Returns:
-        Start times in seconds. A file shorter than a clip (but at least half a clip long) gives
-        one clip at 0 s, whose audio `read_clip` zero-pads.
+def _open_decord(path: str) -> decord.VideoReader:
+    # One decoding thread: DataLoader workers are the parallelism; decord's default uses all cores.
+    try:
+        reader = decord.VideoReader(path, num_threads=1)
+        fps = reader.get_avg_fps()
+    except _DECORD_ERRORS as err:
+        raise ClipError("unreadable", f"decord cannot open the video stream: {_brief(err)}", path) from err
+    if not (math.isfinite(fps) and fps > 0):
+        raise ClipError("unreadable", f"the video stream reports a frame rate of {fps}", path)
+    return reader
+
+
+def _brief(err: BaseException) -> str:
+    """First line of a decoder message, short enough for a report."""
+    lines = str(err).strip().splitlines()
+    if not lines:
+        return type(err).__name__
+    return re.sub(r"^(\[[\d:]+\] \S+: )+", "", lines[0])[:300]  # decord's "[time] file.cc:line: "
+
+
+# --- policies --------------------------------------------------------------------------------
+
+
+def _check_frame_rate(pre: Preprocessing) -> None:
+    if pre.fps is not None and pre.num_frames / pre.fps > pre.clip_seconds + _BOUNDARY_EPS:
+        raise ValueError(
+            f"data.preprocessing: num_frames={pre.num_frames} at fps={pre.fps} span "
+            f"{pre.num_frames / pre.fps:.3f} s, longer than clip_seconds={pre.clip_seconds}; "
+            "lower num_frames, raise fps or lengthen the clip.")
+
+
+def _check_audio_policy(info: FileInfo, policies: DataPolicies) -> None:
+    if not info.has_audio and policies.no_audio == "skip":
+        raise ClipError("no_audio", "the container has no audio stream (data.policies.no_audio="
+                        "skip; set it to silence to use such files with silent audio)", info.path)
+
+
+def _video_seconds(info: FileInfo, start_s: float, pre: Preprocessing,
+                   policies: DataPolicies) -> float:
+    """Seconds of video in the clip, if the `short` policy accepts them."""
+    have = max(0.0, min(start_s + pre.clip_seconds, info.duration_s) - start_s)
+    if have >= pre.clip_seconds - _BOUNDARY_EPS:
+        return pre.clip_seconds
+    where = f"{have:.2f} s of video from {start_s:.2f} s (file: {info.duration_s:.2f} s)"
+    if policies.short == "skip":
+        raise ClipError("too_short", f"{where}, less than clip_seconds={pre.clip_seconds}; "
+                        "data.policies.short=skip skips such clips (pad would use them)", info.path)
+    _check_fraction(have, "video", where, pre, policies, info.path)
+    return have
+
+
+def _check_audio_coverage(info: FileInfo, start_s: float, covered_s: float, pre: Preprocessing,
+                          policies: DataPolicies) -> None:
+    # Audio and video tracks rarely end on the same sample: up to one video frame is not "short".
+    if covered_s >= pre.clip_seconds - 1 / info.fps:
+        return
+    where = (f"the decoded audio covers {covered_s:.2f} s of the clip from {start_s:.2f} s "
+             f"(a shorter, delayed or damaged audio track)")
+    if policies.short == "skip":
+        raise ClipError("too_short", f"{where}; data.policies.short=skip skips clips that need "
+                        "padding", info.path)
+    _check_fraction(covered_s, "audio", where, pre, policies, info.path)
+
+
+def _check_fraction(have_s: float, what: str, where: str, pre: Preprocessing,
+                    policies: DataPolicies, path: str) -> None:
+    fraction = policies.min_clip_fraction
+    if have_s < fraction * pre.clip_seconds - _BOUNDARY_EPS:
+        share = "half" if fraction == 0.5 else f"{fraction:g}"
+        raise ClipError("too_short", f"{where}; a clip needs at least {fraction * pre.clip_seconds:.2f}"
+                        f" s of {what} ({share} of clip_seconds={pre.clip_seconds}, "
+                        "data.policies.min_clip_fraction)", path)
+
+
+# --- video -----------------------------------------------------------------------------------
+
+
+def frame_indices(info: FileInfo, start_s: float, pre: Preprocessing,
+                  policies: DataPolicies = DataPolicies()) -> list[int]:
+    """The source frames `read_clip` decodes for the clip from ``start_s`` (see its docstring).
 
     Raises:
-        ClipError: ``too_short`` when the file is shorter than half a clip.
+        ClipError: ``too_short`` when the `short` policy rejects the clip.
     """
-    if info.duration_s < MIN_CLIP_FRACTION * pre.clip_seconds:
-        raise ClipError("too_short", f"{info.duration_s:.2f} s of video; a clip needs at least "
-                        f"{MIN_CLIP_FRACTION * pre.clip_seconds:.2f} s (half of clip_seconds="
-                        f"{pre.clip_seconds})", info.path)
-    return [max(0.0, (info.duration_s - pre.clip_seconds) / 2)]
+    video_s = _video_seconds(info, start_s, pre, policies)
+    count = pre.num_frames
+    step = video_s / count if pre.fps is None else min(1 / pre.fps, video_s / count)
+    times = start_s + (video_s - count * step) / 2 + (np.arange(count) + 0.5) * step  # (T,)
+    indices = np.floor(times * info.fps + _BOUNDARY_EPS).astype(np.int64)
+    return np.clip(indices, 0, info.num_frames - 1).tolist()
 
 
-def read_clip(path: str | Path, start_s: float, pre: Preprocessing) -> tuple[Tensor, Tensor]:
-    """Decodes the frames and the waveform of ``[start_s, start_s + clip_seconds)``.
+def _read_frames(info: FileInfo, indices: list[int], reader: decord.VideoReader | None) -> Tensor:
+    """decord's frames, or PyAV's where decord cannot give them at the file's size."""
+    expected = (len(indices), info.height, info.width, 3)
+    if info.width in DECORD_BAD_WIDTHS:
+        decord_problem = f"width {info.width} is in DECORD_BAD_WIDTHS"
+    elif info.container in DECORD_WRONG_CONTAINERS:
+        decord_problem = f"container {info.container!r} is in DECORD_WRONG_CONTAINERS"
+    else:
+        try:
+            reader = _open_decord(info.path) if reader is None else reader
+            frames = _as_numpy(reader.get_batch(indices))  # (T, H, W, 3) uint8
+        except (ClipError, *_DECORD_ERRORS) as err:
+            decord_problem = _brief(err)
+        else:
+            if frames.shape == expected:
+                return torch.from_numpy(np.ascontiguousarray(frames))
+            decord_problem = f"frames of shape {frames.shape}, expected {expected}"
+    log.debug("%s: decoding frames %s with PyAV (decord: %s)", info.path, indices, decord_problem)
+    try:
+        frames = _pyav_frames(info, indices)
+    except av.FFmpegError as err:
+        raise ClipError("decode_failed", f"frames {indices}: {_brief(err)} (decord: "
+                        f"{decord_problem})", info.path) from err
+    if frames.shape != expected:
+        raise ClipError("decode_failed", f"frames {indices}: decoded {frames.shape}, expected "
+                        f"{expected} (decord: {decord_problem})", info.path)
+    return torch.from_numpy(frames)
 
-    Frames are taken at the centres of ``num_frames`` equal parts of the clip (the frame shown
-    at each time). Where the file ends before the clip does, the frames are spread over the part
-    that exists and the audio is zero-padded; at least half a clip must exist.
 
-    Args:
-        path: a video file with an audio stream.
-        start_s: clip start in seconds of video time.
-        pre: clip length, number of frames and audio sample rate.
+def _as_numpy(array: Any) -> np.ndarray:
+    """decord returns `decord.nd.NDArray` unless a `decord.bridge` was set (then e.g. a tensor)."""
+    return array.asnumpy() if hasattr(array, "asnumpy") else np.asarray(array)
 
-    Returns:
-        ``frames``: uint8 ``[T, H, W, 3]`` RGB, T = ``pre.num_frames``, at the file's size.
-        ``waveform``: float32 ``[pre.sample_rate * pre.clip_seconds]``, mono.
 
-    Raises:
-        ClipError: ``unreadable``, ``no_video``, ``no_audio``, ``too_short`` or ``decode_failed``.
+def _pyav_frames(info: FileInfo, indices: list[int]) -> np.ndarray:
+    """The frames at ``indices`` (frame ``j`` is shown from ``j / fps``), decoded by PyAV.
+
+    Decoding starts at the keyframe before the first wanted frame; where that seek overshoots,
+    finds nothing to decode (MPEG-TS with a long GOP) or lands inside a packet that fails to
+    decode, it starts at the beginning instead.
     """
-    path = str(path)
-    streams = _streams(path)
-    if not streams.has_video:
-        raise ClipError("no_video", "the container has no video stream", path)
-    if not streams.has_audio:
-        raise ClipError("no_audio", "the container has no audio stream", path)
-    reader = _open_video(path)
-    duration_s = len(reader) / reader.get_avg_fps()
-    end_s = min(start_s + pre.clip_seconds, duration_s)
-    if end_s - start_s < MIN_CLIP_FRACTION * pre.clip_seconds:
-        raise ClipError("too_short", f"the clip starting at {start_s:.2f} s has "
-                        f"{max(0.0, end_s - start_s):.2f} s of video (file: {duration_s:.2f} s)", path)
-    frames = _read_frames(reader, start_s, end_s, pre.num_frames, path)
-    waveform = _read_audio(path, start_s, streams.audio_offset_s, pre)
-    return frames, waveform
+    wanted = sorted(set(indices))
+    shown = None
+    if wanted[0] > 0 and info.container not in _PYAV_NO_SEEK_CONTAINERS:
+        try:
+            shown = _pyav_decode(info, wanted, seek=True)
+        except av.FFmpegError:  # a seek can land inside a packet: try from the start
+            shown = None
+    if shown is None:
+        shown = _pyav_decode(info, wanted, seek=False)
+    if shown is None:
+        raise ClipError("decode_failed", "PyAV decoded no video frame", info.path)
+    return np.stack([shown[i] for i in indices])  # (T, H, W, 3)
 
 
-def _read_frames(reader: decord.VideoReader, start_s: float, end_s: float, num_frames: int,
-                 path: str) -> Tensor:
-    fps = reader.get_avg_fps()
-    times = start_s + (np.arange(num_frames) + 0.5) * (end_s - start_s) / num_frames
-    indices = np.clip(np.floor(times * fps).astype(np.int64), 0, len(reader) - 1).tolist()
-    try:
-        frames = _as_numpy(reader.get_batch(indices))  # (T, H, W, 3) uint8
-    except _DECORD_ERRORS as err:
-        raise ClipError("decode_failed", f"frames {indices}: {_brief(err)}", path) from err
-    if frames.ndim != 4 or frames.shape[0] != num_frames or frames.shape[3] != 3:
-        raise ClipError("decode_failed", f"decord returned frames of shape {frames.shape} "
-                        f"(see DECORD_BAD_WIDTHS)", path)
-    return torch.from_numpy(np.ascontiguousarray(frames))
-
-
-def _read_audio(path: str, start_s: float, offset_s: float, pre: Preprocessing) -> Tensor:
-    rate = pre.sample_rate
-    try:
-        reader = decord.AudioReader(path, sample_rate=rate, mono=True)
-    except _DECORD_ERRORS as err:
-        raise ClipError("decode_failed", f"audio stream: {_brief(err)}", path) from err
-    total = reader.shape[1]
-    length = round(pre.clip_seconds * rate)
-    first = round((start_s - offset_s) * rate)  # may be < 0 when the audio starts late
-    lo, hi = min(max(first, 0), total), min(max(first + length, 0), total)
-    if hi - lo < MIN_CLIP_FRACTION * length:
-        raise ClipError("too_short", f"the audio track ({total / rate:.2f} s decoded, starting "
-                        f"{offset_s:+.2f} s from the video) covers {(hi - lo) / rate:.2f} s of the "
-                        f"clip starting at {start_s:.2f} s", path)
-    waveform = np.zeros(length, dtype=np.float32)  # (samples,)
-    waveform[lo - first:hi - first] = _as_numpy(reader[lo:hi])[0]
-    return torch.from_numpy(waveform)
+def _pyav_decode(info: FileInfo, wanted: list[int], seek: bool) -> dict[int, np.ndarray] | None:
+    """``{index: RGB frame}`` for the sorted ``wanted`` indices; None if nothing fits."""
+    shown: dict[int, np.ndarray] = {}
+    pending = list(wanted)
+    with av.open(info.path, metadata_errors="ignore") as container:
+        stream = container.streams.video[0]
+        stream.codec_context.thread_count = 1
+        if seek:  # lands on the keyframe at or before the first wanted frame
+            target_s = info.video_start_s + wanted[0] / info.fps
+            container.seek(int(target_s / stream.time_base), stream=stream)
+        previous, index = None, -1
+        for frame in container.decode(stream):
+            if frame.time is None:  # no timestamp: the next frame
+                index += 1
+            else:
+                index = round((frame.time - info.video_start_s) * info.fps)
+            if seek and previous is None and index > pending[0]:
+                return None  # the seek went past the first wanted frame
+            while pending and pending[0] < index:  # `previous` was on screen at pending[0]
+                on_screen = frame if previous is None else previous
+                shown[pending.pop(0)] = on_screen.to_ndarray(format="rgb24")
+            if not pending:
+                return shown
+            previous = frame
+        if previous is None:
+            return None
+        for rest in pending:  # past the last frame, which stays on screen
+            shown[rest] = previous.to_ndarray(format="rgb24")
+    return shown

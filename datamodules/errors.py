@@ -17,8 +17,10 @@ REASONS: dict[str, str] = {
     "unreadable": "the file cannot be opened as a video (not a media file, unsupported or truncated)",
     "no_video": "the file has no video stream",
     "no_audio": "the file has no audio stream",
-    "too_short": "the file (or its audio track) is shorter than half a clip",
+    "too_short": "the file (or its audio track) is shorter than a clip allows (data.policies.short, min_clip_fraction)",
     "decode_failed": "the file opened but decoding the clip failed (corrupt data)",
+    "timeout": "decoding the file took longer than data.policies.file_timeout_s",
+    "decoder_crashed": "the decoder process died on this file (a crash inside FFmpeg or decord)",
 }
 
 
@@ -75,7 +77,19 @@ class NoUsableClipsError(ValueError):
 
 
 class DataPathError(FileNotFoundError):
-    """A configured data path that does not exist or is not a folder."""
+    """A configured data path that does not exist or is not a folder.
 
-    def __init__(self, path: str | Path, key: str = "data.root", problem: str = "does not exist") -> None:
-        super().__init__(f"{key}={path}: {problem}; set {key} to an existing folder of videos.")
+    ``fix`` replaces the default advice (set the key to an existing folder of videos) where the key
+    wants something else, e.g. a manifest or a checkpoint file.
+    """
+
+    def __init__(self, path: str | Path | None, key: str = "data.root", problem: str = "does not exist",
+                 fix: str | None = None) -> None:
+        fix = fix or f"set {key} to an existing folder of videos"
+        super().__init__(f"{key}={path}: {problem}; {fix}.")
+
+
+class DataSourceError(ValueError):
+    """A data source that exists but cannot be used as configured: a manifest with a bad header or
+    row, or a path that does not fit ``data.source.kind``. The message names the key (and for a
+    manifest the file and line) and says what is expected."""

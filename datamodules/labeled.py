@@ -15,6 +15,7 @@ import logging
 import random
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -24,6 +25,7 @@ from datamodules.clip_dataset import ClipDataset, ClipEntry
 from datamodules.collate import collate_clips
 from datamodules.errors import DataPathError, NoUsableClipsError
 from datamodules.folder import DEFAULT_EXTENSIONS, list_videos
+from datamodules.policies import DataPolicies
 from datamodules.preprocessing import Preprocessing
 from datamodules.report import DataReport
 from datamodules.scan import scan_files
@@ -76,7 +78,8 @@ class LabeledClipDataModule(pl.LightningDataModule):
 
     Args:
         root: the labelled folder (one of the layouts in the module docstring).
-        preprocessing: must match the backbone's pretraining preprocessing.
+        preprocessing: must match the backbone's pretraining preprocessing; frames are always
+            centre-cropped here (``crop="random"`` is for training only).
         batch_size: clips per batch.
         num_workers: DataLoader worker processes.
         test_fraction: share of each class's files held out for test, when ``root`` is not
@@ -86,6 +89,7 @@ class LabeledClipDataModule(pl.LightningDataModule):
         strict: stop at the first bad file (at the scan, or when a clip fails to load) instead of
             skipping it.
         key: the config key or option that set ``root``, named in errors.
+        policies: which files without audio or shorter than a clip are kept, and how they are read.
 
     Attributes:
         report: one report over both splits, filled by `setup`.
@@ -100,14 +104,15 @@ class LabeledClipDataModule(pl.LightningDataModule):
     def __init__(self, root: str, preprocessing: Preprocessing, batch_size: int, num_workers: int,
                  test_fraction: float = 0.3, seed: int = 0,
                  extensions: Sequence[str] = DEFAULT_EXTENSIONS, strict: bool = False,
-                 key: str = "data.root") -> None:
+                 key: str = "data.root", policies: DataPolicies = DataPolicies()) -> None:
         super().__init__()
         if not 0.0 < test_fraction < 1.0:
             raise ValueError(f"test_fraction={test_fraction}: must be in (0, 1), e.g. 0.3.")
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size}: must be >= 1.")
         self.root = Path(root)
-        self.preprocessing = preprocessing
+        self.preprocessing = replace(preprocessing, crop="center")  # evaluation: no random crops
+        self.policies = policies
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.test_fraction = test_fraction
@@ -178,7 +183,7 @@ class LabeledClipDataModule(pl.LightningDataModule):
         entries: list[ClipEntry] = []
         for label, name in enumerate(self.class_names):
             paths = list_videos(folder / name, self.extensions, key=self.key)
-            clips = scan_files(paths, self.preprocessing, self.report, self.strict)
+            clips = scan_files(paths, self.preprocessing, self.report, self.strict, self.policies)
             if not clips:
                 log.warning("class %r has no usable clip in %s", name, folder / name)
             entries += [(path, start, label) for path, start in clips]
@@ -216,7 +221,7 @@ class LabeledClipDataModule(pl.LightningDataModule):
 
     def _loader(self, entries: list[ClipEntry]) -> DataLoader:
         return DataLoader(
-            ClipDataset(entries, self.preprocessing, strict=self.strict),
+            ClipDataset(entries, self.preprocessing, strict=self.strict, policies=self.policies),
             batch_size=self.batch_size,
             shuffle=False,
             num_workers=self.num_workers,

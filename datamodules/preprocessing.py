@@ -13,8 +13,9 @@ to 1024 frames and normalised with AudioSet statistics (-5.081, 4.4849, no x2); 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Optional
 
-from avssl.schema import all_positive, positive
+from avssl.schema import all_positive, one_of, positive
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -26,8 +27,13 @@ class Preprocessing:
 
     Attributes:
         clip_seconds: length of one clip; audio and video cover the same seconds.
-        num_frames: frames sampled uniformly over the clip (CAV-MAE uses 1 of 10).
-        frame_size: frames are resized (shorter side) and centre-cropped to this square size.
+        num_frames: frames per clip.
+        fps: None: the frames sit at the centres of ``num_frames`` equal parts of the clip; a
+            number: the frames are taken at this rate (nearest earlier source frame), spanning
+            ``num_frames / fps`` seconds centred in the clip (must be <= ``clip_seconds``).
+        frame_size: frames are resized (shorter side) to this size, then cropped to a square.
+        crop: where the square is cut: ``center``, or ``random`` (one position per clip, the same
+            for all its frames; evaluation always uses the centre).
         video_mean: per-channel mean of RGB values in [0, 1].
         video_std: per-channel std of RGB values in [0, 1].
         sample_rate: audio is resampled to this rate and mixed to mono.
@@ -41,7 +47,9 @@ class Preprocessing:
 
     clip_seconds: float = field(default=10.0, metadata=positive())
     num_frames: int = field(default=1, metadata=positive())
+    fps: Optional[float] = field(default=None, metadata=positive())
     frame_size: int = field(default=224, metadata=positive())
+    crop: str = field(default="center", metadata=one_of(["center", "random"]))
     video_mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
     video_std: list[float] = field(default_factory=lambda: list(IMAGENET_STD), metadata=all_positive())
     sample_rate: int = field(default=16000, metadata=positive())

@@ -1,8 +1,9 @@
 """An account of the data a run used: files seen, clips used, files skipped and why.
 
-The scan records what it finds in the main process. Clips that fail later, inside DataLoader
-workers, come back in each batch as ``batch["meta"]["skipped"]``; the training loop passes them to
-`DataReport.merge`. A report belongs to one process and is not shared between threads.
+Streamed data (pretraining) is counted batch by batch: each batch's ``meta`` names the videos
+first read in it, its clips and its failures, and the training loop passes it to
+`DataReport.add_batch`. Scanned data (the labelled sets) is counted by the scan. A report belongs
+to one process; under DDP the ranks' reports are combined with `DataReport.absorb`.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ class DataReport:
     """Counts of files and clips, and every skipped file with its reason.
 
     Attributes:
-        files_seen: video files the scan looked at.
-        clips: clips the scan found usable (a clip that later fails to decode is counted here
-            and also listed in `skipped`).
+        files_seen: distinct video files read (streamed), or looked at by the scan.
+        clips: clips produced (streamed: over all epochs), or found usable by the scan (a
+            scanned clip that later fails to decode is counted here and also listed in `skipped`).
         skipped: ``{"path", "reason", "detail"}`` dicts, one per distinct (path, reason).
 
     Examples:
@@ -36,6 +37,15 @@ class DataReport:
         self.clips = 0
         self.skipped: list[dict[str, str]] = []
         self._keys: set[tuple[str, str]] = set()
+        self._videos: set[str] = set()
+
+    def add_batch(self, meta: dict[str, Any]) -> None:
+        """Counts a streamed batch: the videos first read in it, its clips and its failures."""
+        new = set(meta["videos_seen"]) - self._videos
+        self._videos |= new
+        self.files_seen += len(new)
+        self.clips += len(meta["path"])
+        self.merge(meta["skipped"])
 
     def add_skip(self, path: str, reason: str, detail: str) -> None:
         """Records a skipped file; a second skip with the same path and reason is ignored."""
@@ -48,6 +58,23 @@ class DataReport:
         """Records skips reported by DataLoader workers (``batch["meta"]["skipped"]``)."""
         for skip in skips:
             self.add_skip(skip["path"], skip["reason"], skip["detail"])
+
+    def to_state(self) -> dict[str, Any]:
+        """Everything needed to continue counting after a resume, or to combine DDP ranks."""
+        return {"videos": sorted(self._videos), "clips": self.clips, "skipped": list(self.skipped)}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Replaces this report's counts with a saved `to_state`."""
+        self.__init__()
+        self.absorb(state)
+
+    def absorb(self, state: dict[str, Any]) -> None:
+        """Adds another streamed report's `to_state` (another DDP rank's) to this one."""
+        new = set(state["videos"]) - self._videos
+        self._videos |= new
+        self.files_seen += len(new)
+        self.clips += state["clips"]
+        self.merge(state["skipped"])
 
     def counts_by_reason(self) -> dict[str, int]:
         """Number of skips per reason, e.g. ``{"no_audio": 2, "unreadable": 1}``."""

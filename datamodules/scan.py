@@ -13,6 +13,7 @@ from pathlib import Path
 
 from datamodules.decode import clip_starts, probe_file
 from datamodules.errors import ClipError, StrictDataError
+from datamodules.policies import DataPolicies
 from datamodules.preprocessing import Preprocessing
 from datamodules.report import DataReport
 
@@ -21,12 +22,14 @@ log = logging.getLogger(__name__)
 _PROGRESS_EVERY = 1000  # files between progress lines in the log
 
 
-def file_clip_starts(path: str | Path, pre: Preprocessing) -> list[float]:
+def file_clip_starts(path: str | Path, pre: Preprocessing,
+                     policies: DataPolicies = DataPolicies()) -> list[float]:
     """The clips of one file, checked as the scan checks them (headers only).
 
     Args:
         path: a video file.
         pre: gives the clip length.
+        policies: which files without audio or shorter than a clip are kept.
 
     Returns:
         Clip start times in seconds (see `clip_starts`).
@@ -34,25 +37,23 @@ def file_clip_starts(path: str | Path, pre: Preprocessing) -> list[float]:
     Raises:
         ClipError: ``empty_file``, ``unreadable``, ``no_video``, ``no_audio`` or ``too_short``.
     """
-    info = probe_file(path)
-    if not info.has_audio:
-        raise ClipError("no_audio", "the container has no audio stream", path)
-    return clip_starts(info, pre)
+    return clip_starts(probe_file(path), pre, policies)
 
 
 def scan_files(paths: Sequence[str | Path], pre: Preprocessing, report: DataReport,
-               strict: bool) -> list[tuple[str, float]]:
+               strict: bool, policies: DataPolicies = DataPolicies()) -> list[tuple[str, float]]:
     """Probes each file and lists its clips (`file_clip_starts`).
 
-    A file is usable when it has a video stream decord can open, an audio stream, and at least
-    half a clip of video. Skips are added to ``report``; ``report.files_seen`` and
-    ``report.clips`` are increased.
+    A file is usable when it has a video stream decord can open, and an audio stream and enough
+    video for a clip as ``policies`` require (`clip_starts`). Skips are added to ``report``;
+    ``report.files_seen`` and ``report.clips`` are increased.
 
     Args:
         paths: video files.
         pre: gives the clip length.
         report: where files, clips and skips are counted.
         strict: raise on the first bad file instead of skipping it.
+        policies: which files without audio or shorter than a clip are kept.
 
     Returns:
         ``(path, start_s)`` for each usable clip, in the order of ``paths``.
@@ -68,7 +69,7 @@ def scan_files(paths: Sequence[str | Path], pre: Preprocessing, report: DataRepo
         path = str(path)
         report.files_seen += 1
         try:
-            starts = file_clip_starts(path, pre)
+            starts = file_clip_starts(path, pre, policies)
         except ClipError as err:
             if strict:
                 raise StrictDataError(err.reason, err.detail, path) from err

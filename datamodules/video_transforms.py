@@ -2,7 +2,9 @@
 
 CAV-MAE (arXiv:2210.07839, `YuanGongND/cav-mae@68fe8c2a src/dataloader.py`) resizes the shorter
 side to 224, centre-crops 224x224 and normalises with ImageNet statistics. Size and statistics
-come from `Preprocessing`. Resizing runs on uint8 with antialiasing, like PIL does.
+come from `Preprocessing`. Resizing runs on uint8 with antialiasing, like PIL does. For
+training, ``crop="random"`` cuts the square at a random position instead (one per clip); evaluation
+data always uses the centre.
 
 Deviation: CAV-MAE resizes with PIL's bicubic filter; we use bilinear.
 """
@@ -16,12 +18,15 @@ from torch import Tensor
 from datamodules.preprocessing import Preprocessing
 
 
-def frames_to_tensor(frames: Tensor, pre: Preprocessing) -> Tensor:
-    """Resizes, centre-crops and normalises decoded frames.
+def frames_to_tensor(frames: Tensor, pre: Preprocessing,
+                     generator: torch.Generator | None = None) -> Tensor:
+    """Resizes, crops and normalises decoded frames.
 
     Args:
         frames: uint8 ``[T, H, W, 3]`` RGB, as `read_clip` returns them.
-        pre: ``frame_size`` (S), ``video_mean`` and ``video_std`` (RGB values in [0, 1]).
+        pre: ``frame_size`` (S), ``crop`` (``center``, or ``random``: one position for the whole
+            clip, so the frames stay aligned), ``video_mean`` and ``video_std`` (RGB in [0, 1]).
+        generator: draws the random crop position (None: torch's global RNG).
 
     Returns:
         float32 ``[3, T, S, S]``.
@@ -34,7 +39,13 @@ def frames_to_tensor(frames: Tensor, pre: Preprocessing) -> Tensor:
     size = pre.frame_size
     video = frames.permute(0, 3, 1, 2)  # (T, 3, H, W)
     video = TF.resize(video, [size], interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
-    video = TF.center_crop(video, [size, size])  # (T, 3, S, S)
+    if pre.crop == "random":
+        height, width = video.shape[-2:]
+        top = int(torch.randint(height - size + 1, (1,), generator=generator))
+        left = int(torch.randint(width - size + 1, (1,), generator=generator))
+        video = TF.crop(video, top, left, size, size)  # (T, 3, S, S)
+    else:
+        video = TF.center_crop(video, [size, size])  # (T, 3, S, S)
     video = TF.to_dtype(video, torch.float32, scale=True)  # values in [0, 1]
     video = TF.normalize(video, mean=pre.video_mean, std=pre.video_std)
     return video.permute(1, 0, 2, 3).contiguous()  # (3, T, S, S)

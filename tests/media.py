@@ -10,18 +10,26 @@ Good clips carry content a test can check after decoding:
   test can tell which frames were sampled;
 * the audio is a sine tone, optionally with a loud click at a chosen time, so a test can tell
   where the audio was cut.
+
+`write_flash_clip` writes any codec pair PyAV can encode, in any container: dark frames with one
+white frame and a tone burst starting at exactly the same time, so a test can measure the offset
+between the decoded audio and video.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
+import av
 import numpy as np
 
 from datamodules.encode import write_mp4
 
 GREY_STEP = 8  # grey level added per frame; frames stay distinct up to 32 frames
 _FORMATS = {".mkv": "matroska", ".mov": "mov"}  # by file suffix; anything else is written as mp4
+FLASH_LEVEL, DARK_LEVEL = 255, 16  # grey of the flash frame and of every other frame
+BURST_HZ, BURST_S = 1000.0, 0.02  # the tone burst that marks the flash in the audio
 
 
 def ramp_frames(num_frames: int, size: int) -> np.ndarray:
@@ -55,8 +63,7 @@ def write_av_clip(path: Path, seconds: float = 1.0, size: int = 32, fps: int = 8
         path: output file; ``.mkv`` is Matroska, ``.mov`` QuickTime, anything else mp4 (so an
             audio-only ``.m4a`` or ``.mp4`` works).
         seconds: length of each stream.
-        size: frame width and height: even, and not one of `DECORD_BAD_WIDTHS` (16, 24, ...)
-            unless the test wants an undecodable file.
+        size: frame width and height, even (H.264 yuv420p).
         fps: frame rate.
         with_audio: write an AAC audio stream.
         with_video: write an H.264 video stream.
@@ -73,6 +80,84 @@ def write_av_clip(path: Path, seconds: float = 1.0, size: int = 32, fps: int = 8
     audio = tone(seconds, sample_rate, tone_hz, click_at_s=click_at_s) if with_audio else None
     write_mp4(path, frames, fps, audio, sample_rate, _FORMATS.get(path.suffix.lower(), "mp4"),
               audio_start_s=audio_start_s)
+    return path
+
+
+def write_flash_clip(path: Path, seconds: float = 2.0, fps: float = 8, width: int = 32,
+                     height: int = 32, flash_at_s: float = 1.0, video_codec: str = "libx264",
+                     pix_fmt: str = "yuv420p", audio_codec: str = "aac", sample_rate: int = 16000,
+                     layout: str = "mono", channel_gains: Sequence[float] | None = None,
+                     with_video: bool = True, with_audio: bool = True,
+                     audio_seconds: float | None = None, gop_size: int = 12) -> Path:
+    """Writes dark frames with one white frame and a tone burst at the same time.
+
+    Frame ``round(flash_at_s * fps)`` is white (`FLASH_LEVEL`), the others dark grey
+    (`DARK_LEVEL`) with a white last column and last row, so a decoder that crops or rescales
+    frames is caught. The audio is silent except a `BURST_HZ` tone of `BURST_S` seconds starting at
+    the flash frame's time (``round(flash_at_s * fps) / fps``), in every channel scaled by
+    ``channel_gains``.
+
+    Args:
+        path: output file; its suffix picks the container (``.ts`` is MPEG-TS).
+        seconds: length of each stream.
+        fps: frame rate.
+        width: frame width (odd sizes need a codec and pixel format that allow them, e.g.
+            libx264 with yuv444p, mpeg4, vp9).
+        height: frame height.
+        flash_at_s: when the flash and the burst happen.
+        video_codec: a PyAV encoder name.
+        pix_fmt: the encoded pixel format.
+        audio_codec: a PyAV encoder name; its first supported sample format is used.
+        sample_rate: audio rate.
+        layout: audio channel layout, e.g. ``"mono"``, ``"stereo"``, ``"5.1"``.
+        channel_gains: amplitude of the burst per channel (default 0.8 in each).
+        with_video: write the video stream.
+        with_audio: write the audio stream.
+        audio_seconds: length of the audio stream, if not ``seconds``.
+        gop_size: frames between keyframes; short, so that decoders seek within the file as they
+            do in real videos (1-10 s between keyframes).
+
+    Returns:
+        ``path``.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    flash = round(flash_at_s * fps)
+    frames = round(seconds * fps)
+    channels = av.AudioLayout(layout).nb_channels
+    gains = np.asarray([0.8] * channels if channel_gains is None else channel_gains, np.float32)
+    audio_s = seconds if audio_seconds is None else audio_seconds
+    t = np.arange(round(audio_s * sample_rate)) / sample_rate
+    burst = (t >= flash / fps) & (t < flash / fps + BURST_S)
+    mono = np.where(burst, np.sin(2 * np.pi * BURST_HZ * (t - flash / fps)), 0.0)
+    audio = (gains[:, None] * mono[None]).astype(np.float32)  # (channels, samples)
+    with av.open(str(path), "w") as container:
+        video = sound = None
+        if with_video:
+            video = container.add_stream(video_codec, rate=fps)
+            video.width, video.height, video.pix_fmt = width, height, pix_fmt
+            video.gop_size = gop_size
+        if with_audio:
+            sound = container.add_stream(audio_codec, rate=sample_rate, layout=layout)
+            sound.format = av.Codec(audio_codec, "w").audio_formats[0]
+        chunk = 1024  # samples per frame handed to the encoder (PyAV re-cuts them as needed)
+        order = [(i / fps, 0, i) for i in range(frames if with_video else 0)]
+        order += [(i / sample_rate, 1, i) for i in range(0, audio.shape[1] if with_audio else 0, chunk)]
+        for _, kind, index in sorted(order):  # interleaved in time, as cameras write files
+            if kind == 0:
+                level = FLASH_LEVEL if index == flash else DARK_LEVEL
+                image = np.full((height, width, 3), level, np.uint8)
+                image[-1, :], image[:, -1] = FLASH_LEVEL, FLASH_LEVEL
+                frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+                frame.pts = index
+                container.mux(video.encode(frame))
+            else:
+                part = np.ascontiguousarray(audio[:, index:index + chunk])
+                frame = av.AudioFrame.from_ndarray(part, format="fltp", layout=layout)
+                frame.sample_rate, frame.pts = sample_rate, index
+                container.mux(sound.encode(frame))
+        for stream in (video, sound):
+            if stream is not None:
+                container.mux(stream.encode(None))
     return path
 
 

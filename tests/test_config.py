@@ -1,5 +1,6 @@
 """Recipes, overrides and the errors a user gets for a bad one."""
 
+import re
 import subprocess
 import sys
 
@@ -65,3 +66,30 @@ def test_cli_reports_a_config_error_without_a_traceback(tmp_path):
     assert "masking.video_ratio=1.5: must be in [0.0, 1.0)" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_data_root_is_the_shorthand_for_a_folder_source():
+    config = load_config(["data.root=/videos"])
+    source = config.data.resolved_source()
+    assert (source.kind, source.path) == ("folder", "/videos")
+    manifest = load_config(["data.source.path=/lists/train.csv"]).data.resolved_source()
+    assert (manifest.kind, manifest.path) == ("auto", "/lists/train.csv")
+    assert load_config([]).data.resolved_source() is None  # the demo clips
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["data.root=/a", "data.source.path=/b"], "give one of them"),
+        (["data.preprocessing.fps=2", "data.preprocessing.num_frames=8"], "longer than clip_seconds"),
+        (["data.policies.no_audio=zeros"], "data.policies.no_audio=zeros: must be one of ['skip', 'silence']"),
+        (["data.policies.file_timeout_s=0"], "data.policies.file_timeout_s=0"),
+        (["data.clip_sampling=dense"], "must be one of ['uniform', 'random']"),
+        (["data.source.kind=s3"], "data.source.kind=s3"),
+        (["data.source.extention=.mp4"], "Did you mean 'extensions'?"),
+        (["data.preprocessing.crop=left"], "must be one of ['center', 'random']"),
+    ],
+)
+def test_bad_data_settings_name_the_key(args, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(args)

@@ -17,6 +17,8 @@ from datamodules.errors import REASONS, ClipError, DataPathError, NoUsableClipsE
 from datamodules.folder import list_videos
 from datamodules.preprocessing import Preprocessing
 from datamodules.pretrain import AVPretrainDataModule
+from datamodules.sources import SourceConfig
+from datamodules.stream import StreamSettings
 from datamodules.report import DataReport
 from datamodules.scan import file_clip_starts, scan_files
 
@@ -39,19 +41,19 @@ def zoo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path], dic
     return root, good, bad
 
 
+def _pretrain_module(root: Path, num_workers: int = 0, strict: bool = False) -> AVPretrainDataModule:
+    return AVPretrainDataModule(SourceConfig(path=str(root)), StreamSettings(
+        preprocessing=PRE, batch_size=2, num_workers=num_workers, strict=strict))
+
+
 @pytest.mark.parametrize("num_workers", [0, 2])
 def test_pretrain_skips_bad_files_and_loads_good_ones(zoo, num_workers: int) -> None:
     root, good, bad = zoo
-    module = AVPretrainDataModule(str(root), PRE, batch_size=2, num_workers=num_workers)
+    module = _pretrain_module(root, num_workers)
     module.setup("fit")
-    scan_bad = {str(p): reason for p, reason in bad.items() if reason != "decode_failed"}
-    assert {s["path"]: s["reason"] for s in module.report.skipped} == scan_bad
-    assert module.num_clips == len(good) + 1  # the corrupt file passes the scan
-    assert module.report.files_seen == len(good) + len(bad)
-
     loaded: list[str] = []
     for batch in module.train_dataloader():
-        module.report.merge(batch["meta"]["skipped"])
+        module.report.add_batch(batch["meta"])
         b = len(batch["meta"]["path"])
         if b == 0:
             assert batch["video"].numel() == 0 and batch["audio"].numel() == 0
@@ -66,6 +68,7 @@ def test_pretrain_skips_bad_files_and_loads_good_ones(zoo, num_workers: int) -> 
     assert sorted(loaded) == sorted(str(p) for p in good)
     reasons = {s["path"]: s["reason"] for s in module.report.skipped}
     assert reasons == {str(p): reason for p, reason in bad.items()}
+    assert (module.report.files_seen, module.report.clips) == (len(good) + len(bad), len(good))
 
 
 def test_every_bad_file_gives_its_reason_from_probe_or_read(zoo) -> None:
@@ -91,27 +94,26 @@ def test_dataset_returns_failure_items_instead_of_raising(zoo) -> None:
     assert len(batch["meta"]["skipped"]) == len(bad)
 
 
-def test_folder_of_only_bad_files_is_an_error_that_counts_them(zoo) -> None:
+def test_folder_of_only_bad_files_gives_no_clip_and_counts_them(zoo) -> None:
     root, _, bad = zoo
-    module = AVPretrainDataModule(str(root / "bad"), PRE, batch_size=2, num_workers=0)
-    with pytest.raises(NoUsableClipsError) as caught:
-        module.setup()
-    message = str(caught.value)
-    scan_bad = [p for p, reason in bad.items() if reason != "decode_failed"]
-    assert f"{len(scan_bad)} video file(s)" in message
-    assert "unreadable: 3" in message and "no_audio: 1" in message and "too_short: 1" in message
+    module = _pretrain_module(root / "bad")
+    for batch in module.train_dataloader():
+        module.report.add_batch(batch["meta"])
+    assert module.report.clips == 0 and module.report.files_seen == len(bad) - 1  # corrupt.mp4 is elsewhere
+    assert module.report.counts_by_reason() == {"empty_file": 1, "no_audio": 1, "no_video": 1,
+                                               "too_short": 1, "unreadable": 3}
 
 
 def test_empty_folder_is_an_error_that_names_the_extensions(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("no videos here")
     with pytest.raises(NoUsableClipsError, match=r"no video file \(\.mp4"):
-        AVPretrainDataModule(str(tmp_path), PRE, batch_size=2, num_workers=0).setup()
+        _pretrain_module(tmp_path).setup()
 
 
 def test_missing_folder_names_the_path_and_the_config_key(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere"
-    with pytest.raises(DataPathError, match="data.root") as caught:
-        AVPretrainDataModule(str(missing), PRE, batch_size=2, num_workers=0).setup()
+    with pytest.raises(DataPathError, match="data.source.path") as caught:
+        _pretrain_module(missing).setup()
     assert str(missing) in str(caught.value)
     assert isinstance(caught.value, FileNotFoundError)
     with pytest.raises(DataPathError, match="not a folder"):
@@ -120,9 +122,10 @@ def test_missing_folder_names_the_path_and_the_config_key(tmp_path: Path) -> Non
 
 def test_strict_mode_stops_at_the_first_bad_file_and_names_it(zoo) -> None:
     root, _, bad = zoo
-    module = AVPretrainDataModule(str(root), PRE, batch_size=2, num_workers=0, strict=True)
+    module = _pretrain_module(root, strict=True)
     with pytest.raises(StrictDataError) as caught:
-        module.setup()
+        for _ in module.train_dataloader():
+            pass
     assert isinstance(caught.value, ClipError)
     assert caught.value.path in {str(p) for p in bad}
     assert caught.value.path in str(caught.value)

@@ -14,6 +14,8 @@ from datamodules.demo_scenes import CLASSES, Canvas, render_scene
 from datamodules.labeled import LabeledClipDataModule
 from datamodules.preprocessing import Preprocessing
 from datamodules.pretrain import AVPretrainDataModule
+from datamodules.sources import SourceConfig
+from datamodules.stream import StreamSettings
 
 PRE = Preprocessing(clip_seconds=1.0, num_frames=4, frame_size=32, num_mel_bins=32, audio_frames=100)
 
@@ -43,30 +45,31 @@ def test_clips_decode_with_audio_at_the_requested_format(tiny: demo.DemoClips) -
     assert frames.float().std() > 5 and waveform.abs().max() > 0.01  # not blank, not silent
 
 
+def _pretrain_module(root: Path, batch_size: int, seed: int = 0) -> AVPretrainDataModule:
+    return AVPretrainDataModule(SourceConfig(path=str(root)),
+                                StreamSettings(preprocessing=PRE, batch_size=batch_size, seed=seed))
+
+
 def test_data_modules_read_both_parts(tiny: demo.DemoClips) -> None:
-    pretrain = AVPretrainDataModule(str(tiny.unlabeled), PRE, batch_size=3, num_workers=0)
-    batches = list(pretrain.train_dataloader())
-    assert pretrain.num_clips == 6 and not pretrain.report.skipped
-    assert [b["video"].shape[0] for b in batches] == [3, 3]
+    pretrain = _pretrain_module(tiny.unlabeled, batch_size=3)
+    for batch in pretrain.train_dataloader():
+        pretrain.report.add_batch(batch["meta"])
+    assert (pretrain.report.files_seen, pretrain.report.clips) == (6, 6) and not pretrain.report.skipped
     labeled = LabeledClipDataModule(str(tiny.labeled), PRE, batch_size=8, num_workers=0)
     labeled.setup()
     assert labeled.class_names == tiny.class_names
     assert (labeled.num_train, labeled.num_test) == (12, 6)  # round(0.3 * 3) = 1 test clip per class
 
 
-def test_pretrain_loader_drops_a_partial_batch_only_when_there_are_two_full_ones(tiny) -> None:
+def test_pretrain_loader_order_is_a_function_of_the_seed(tiny) -> None:
     # The labelled folder, searched recursively, holds 18 clips.
-    def loader(batch_size: int, seed: int = 0):
-        module = AVPretrainDataModule(str(tiny.labeled), PRE, batch_size=batch_size, num_workers=0, seed=seed)
-        module.setup()
-        return module.train_dataloader()
+    def order(batch_size: int, seed: int) -> list[str]:
+        loader = _pretrain_module(tiny.labeled, batch_size, seed).train_dataloader()
+        assert len(loader) == -(-18 // batch_size)  # every clip, the last batch partial
+        return [path for batch in loader for path in batch["meta"]["path"]]
 
-    assert len(loader(4)) == 4  # 18 >= 2 * 4: the last 2 clips are dropped
-    assert len(loader(10)) == 2  # 18 < 2 * 10: kept, as a batch of 8
-    def order(seed: int) -> list[str]:
-        return [path for batch in loader(4, seed) for path in batch["meta"]["path"]]
-
-    assert order(seed=1) == order(seed=1) != order(seed=2)
+    assert order(4, seed=1) == order(4, seed=1) != order(4, seed=2)
+    assert sorted(order(10, seed=1)) == sorted(order(4, seed=2)) and len(order(10, seed=1)) == 18
 
 
 def test_scenes_are_deterministic_and_seeds_differ() -> None:

@@ -62,7 +62,7 @@ def test_run_directory_holds_everything(run, capsys):
 def test_data_report_records_the_broken_file(run):
     report = json.loads((run / "data_report.json").read_text())
     assert report["files_seen"] == 25
-    assert report["clips"] == 24
+    assert report["clips"] == 2 * 24  # clips trained on, over the 2 epochs
     assert [(Path(s["path"]).name, s["reason"]) for s in report["skipped"]] == [("broken.mp4", "unreadable")]
 
 

@@ -1,8 +1,10 @@
-"""Keeps the run's ``data_report.json`` up to date.
+"""Keeps the run's ``data_report.json`` up to date and logs what was skipped.
 
-Files rejected when the source is scanned are already in the report; clips that fail later, inside
-a DataLoader worker, travel back in ``batch["meta"]["skipped"]`` and are merged here. The report is
-written after every epoch, at the end and on an exception, so no accounting is lost.
+Every batch's ``meta`` says which videos were first read in it, how many clips it holds and which
+files failed (with their reason); they are counted here. Under DDP each rank counts its own
+batches and rank 0 writes the ranks' reports combined. The report is written after every epoch,
+at the end and on an exception, so no accounting is lost; the summary, with skips grouped by
+reason, is logged after every epoch.
 """
 
 from __future__ import annotations
@@ -12,36 +14,54 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch.distributed as dist
 
+from datamodules.errors import NoUsableClipsError
 from datamodules.report import DataReport
 
 log = logging.getLogger(__name__)
 
 
 class DataReportCallback(pl.Callback):
-    """Merges per-batch skips into `report` and writes it to `path`."""
+    """Counts each batch into `report` and writes it (all ranks combined) to `path`.
 
-    def __init__(self, report: DataReport, path: str | Path):
+    Args:
+        report: the pretraining data module's report.
+        path: where ``data_report.json`` goes.
+        source: how the source is named in errors.
+    """
+
+    def __init__(self, report: DataReport, path: str | Path, source: str = "the data source") -> None:
         self.report = report
         self.path = Path(path)
+        self.source = source
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
-        skipped = batch["meta"]["skipped"]
-        if skipped:
-            self.report.merge(skipped)
-            for item in skipped:
-                log.warning("skipped %s (%s): %s", item["path"], item["reason"], item["detail"])
+        self.report.add_batch(batch["meta"])
+        for item in batch["meta"]["skipped"]:
+            log.debug("skipped %s (%s): %s", item["path"], item["reason"], item["detail"])
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._write(trainer)
+        combined = self._write(trainer)
+        if combined.clips == 0:
+            raise NoUsableClipsError(self.source, combined.files_seen, combined.counts_by_reason(), [])
+        log.info("data after epoch %d: %s (details in %s)", trainer.current_epoch, combined.summary(), self.path)
 
-    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._write(trainer)
-        log.info("data: %s (details in %s)", self.report.summary(), self.path)
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        self._write(trainer)
+        if not (dist.is_available() and dist.is_initialized()):  # peers may be gone: no collective here
+            self._write(trainer)
 
-    def _write(self, trainer: pl.Trainer) -> None:
+    def _write(self, trainer: pl.Trainer) -> DataReport:
+        combined = self.report
+        if dist.is_available() and dist.is_initialized() and trainer.world_size > 1:
+            states: list[Any] = [None] * trainer.world_size
+            dist.all_gather_object(states, self.report.to_state())
+            combined = DataReport()
+            for state in states:
+                combined.absorb(state)
         if trainer.is_global_zero:
-            self.report.write_json(self.path)
+            combined.write_json(self.path)
+        return combined

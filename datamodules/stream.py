@@ -1,0 +1,221 @@
+"""The streaming pretraining dataset: clips of a source, split over DDP ranks and DataLoader workers.
+
+`ClipStream` is an `IterableDataset` that yields whole batches (use it with ``batch_size=None``).
+`datamodules.epoch_plan` decides which videos each worker reads and where a resumed epoch
+restarts; here each video is decoded, in a child process with a time limit
+(`datamodules.isolation`), into ``clips_per_video`` clips. A video that fails gives a failure
+record instead of clips; failures never turn into zero tensors and never stop the run (unless
+``strict``): they travel in ``batch["meta"]["skipped"]`` to the data report.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from datamodules.audio_features import log_mel_fbank
+from datamodules.collate import collate_clips
+from datamodules.decode import probe_file, read_clip
+from datamodules.epoch_plan import Window, batches_per_worker, epoch_rng, worker_windows
+from datamodules.errors import ClipError, StrictDataError
+from datamodules.isolation import DecodeTimeout, DecoderCrashed, IsolatedDecoder
+from datamodules.policies import DataPolicies
+from datamodules.preprocessing import Preprocessing
+from datamodules.sampling import clip_window, sample_clip_starts
+from datamodules.sources import LocalVideo, Source, VideoRef
+from datamodules.video_transforms import frames_to_tensor
+
+Item = dict[str, Any] | None  # a clip, a failure record, or None (padding / no clip in this slot)
+
+
+@dataclass
+class StreamSettings:
+    """How a `ClipStream` cuts, shuffles and splits its clips.
+
+    Attributes:
+        preprocessing: how a clip becomes model inputs.
+        policies: what happens to bad or unusual files.
+        batch_size: clips per batch (per rank).
+        clips_per_video: clips cut from each video per epoch.
+        sampling: ``uniform`` or ``random`` clip starts (see `sample_clip_starts`).
+        seed: seeds the epoch shuffles, the clip starts and the random crops.
+        strict: the first bad file raises `StrictDataError` instead of being skipped.
+        num_workers: DataLoader workers of each rank (0: the main process reads).
+        rank: this process among the DDP ranks.
+        world_size: number of DDP ranks.
+        audio_features_on: ``worker``: clips carry ``audio`` fbank features; ``device``: they carry
+            the ``waveform`` and the fbank is computed after the batch reaches the accelerator.
+    """
+
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    policies: DataPolicies = field(default_factory=DataPolicies)
+    batch_size: int = 32
+    clips_per_video: int = 1
+    sampling: str = "uniform"
+    seed: int = 0
+    strict: bool = False
+    num_workers: int = 0
+    rank: int = 0
+    world_size: int = 1
+    audio_features_on: str = "worker"
+
+    @property
+    def readers(self) -> int:
+        """Processes reading on each rank: the workers, or the main process."""
+        return max(1, self.num_workers)
+
+
+class ClipStream(IterableDataset):
+    """Batches of clips from a `Source`, each epoch a new order, resumable mid-epoch.
+
+    Within an epoch, every video of the source is read by exactly one (rank, worker), and every
+    rank yields ``len(self)`` batches. Call `set_position` before iterating to choose the epoch
+    and, after a resume, how many of its batches this rank has already trained on.
+
+    Args:
+        source: the videos.
+        settings: cutting, shuffling and splitting.
+    """
+
+    def __init__(self, source: Source, settings: StreamSettings) -> None:
+        self.source = source
+        self.settings = settings
+        self.group_sizes = source.group_sizes()
+        self.epoch = 0
+        self.batches_done = 0
+
+    def set_position(self, epoch: int, batches_done: int = 0) -> None:
+        """The epoch to read next, and how many of its batches to leave out (already trained on)."""
+        self.epoch, self.batches_done = epoch, batches_done
+
+    @property
+    def videos_per_reader(self) -> int:
+        s = self.settings
+        return math.ceil(sum(self.group_sizes) / (s.world_size * s.readers))
+
+    def __len__(self) -> int:
+        """Batches per rank per epoch (the same on every rank)."""
+        s = self.settings
+        return s.readers * batches_per_worker(self.videos_per_reader, s.clips_per_video, s.batch_size)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        s = self.settings
+        info = get_worker_info()
+        worker = info.id if info is not None else 0
+        if info is not None and info.num_workers != s.readers:
+            raise RuntimeError(f"ClipStream was planned for {s.readers} DataLoader workers but runs in "
+                               f"{info.num_workers}; pass num_workers={s.num_workers} to both.")
+        # The DataLoader asks its workers for batches in turn, starting with worker 0. After a resume
+        # at batch c, the rank's next batch belongs to plan worker c % readers, so worker 0 takes
+        # that role: the batch order is exactly that of an uninterrupted epoch.
+        role = (worker + self.batches_done) % s.readers
+        windows = worker_windows(self.group_sizes, s.seed, self.epoch, s.rank, s.world_size, role,
+                                 s.readers, s.batch_size, s.clips_per_video, self.batches_done)
+        decoder = IsolatedDecoder(s.policies.file_timeout_s)
+        try:
+            for window in windows:
+                items = self._read_window(window, decoder)
+                order = epoch_rng(s.seed, self.epoch, s.rank, role, window.number).permutation(len(items))
+                items = [items[i] for i in order.tolist()]
+                for number in range(window.skip_batches, window.num_batches):
+                    yield collate_clips([item for item in items[number * s.batch_size:(number + 1) * s.batch_size]
+                                         if item is not None])
+        finally:
+            decoder.close()
+
+    def _read_window(self, window: Window, decoder: IsolatedDecoder) -> list[Item]:
+        """All clip slots of a window: ``clips_per_video`` per video, padding included."""
+        k = self.settings.clips_per_video
+        items: list[Item] = []
+        for slot_group, videos in _runs(window):
+            if slot_group is None:
+                items += [None] * (k * len(videos))
+                continue
+            reader = self.source.videos(slot_group, skip=videos[0])
+            try:
+                for index, video in zip(videos, reader):
+                    clips = self._video_items(video, slot_group, index, decoder)
+                    items += clips + [None] * (k - len(clips))
+            finally:
+                reader.close()
+        return items
+
+    def _video_items(self, video: LocalVideo, group: int, index: int, decoder: IsolatedDecoder) -> list[Item]:
+        """The clips of one video, or one failure record; the first item counts the video as seen."""
+        s = self.settings
+        name = video.ref.name
+        rng = epoch_rng(s.seed, self.epoch, group, index)
+        try:
+            if video.error is not None:
+                raise video.error
+            results = decoder.call(decode_video_clips, video.path, video.ref, s.preprocessing, s.policies,
+                                   s.clips_per_video, s.sampling, int(rng.integers(2**62)),
+                                   s.audio_features_on == "worker")
+        except ClipError as err:
+            results = [err]
+        except DecodeTimeout as err:
+            results = [ClipError("timeout", str(err), name)]
+        except DecoderCrashed as err:
+            results = [ClipError("decoder_crashed", str(err), name)]
+        failed = [r for r in results if isinstance(r, ClipError)]
+        if failed and s.strict:
+            raise StrictDataError(failed[0].reason, failed[0].detail, name)
+        if failed and s.policies.corrupt == "skip":
+            results = failed[:1]
+        items: list[Item] = []
+        for result in results:
+            if isinstance(result, ClipError):
+                items.append({"skipped": {"path": name, "reason": result.reason, "detail": result.detail}})
+            else:
+                start_s, video_array, audio_array = result
+                audio_key = "audio" if s.audio_features_on == "worker" else "waveform"
+                items.append({"video": torch.from_numpy(video_array), audio_key: torch.from_numpy(audio_array),
+                              "meta": {"path": name, "start_s": start_s}})
+        items[0]["video_seen"] = name
+        return items
+
+
+def _runs(window: Window) -> list[tuple[int | None, list[int]]]:
+    """The window's slots as runs of consecutive videos of one group: ``(group, indices)``."""
+    runs: list[tuple[int | None, list[int]]] = []
+    for slot in window.slots:
+        if runs and runs[-1][0] == slot.group and (slot.group is None or runs[-1][1][-1] + 1 == slot.index):
+            runs[-1][1].append(slot.index)
+        else:
+            runs.append((slot.group, [slot.index]))
+    return runs
+
+
+def decode_video_clips(path: str, ref: VideoRef, pre: Preprocessing, policies: DataPolicies,
+                       clips_per_video: int, sampling: str, seed: int, audio_features: bool = True) -> list[Any]:
+    """Decodes the clips of one video (runs in the isolated decoder process).
+
+    Returns:
+        Per clip, ``(start_s, video float32 [3, T, S, S], audio)`` as NumPy arrays, with audio the
+        fbank float32 ``[1, F, M]``, or without ``audio_features`` the waveform ``[samples]``;
+        or the `ClipError` of that clip.
+
+    Raises:
+        ClipError: when the file cannot give any clip (unreadable, no video, too short, ...).
+    """
+    info = probe_file(path)
+    rng = np.random.default_rng(seed)
+    window = clip_window(info.duration_s, ref.start_s, ref.end_s)
+    starts = sample_clip_starts(window, pre.clip_seconds, clips_per_video, sampling, rng, policies, ref.name)
+    results: list[Any] = []
+    for start_s in starts:
+        generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        try:
+            frames, waveform = read_clip(path, start_s, pre, policies, info=info)
+        except ClipError as err:
+            results.append(ClipError(err.reason, err.detail, ref.name))
+            continue
+        audio = log_mel_fbank(waveform, pre) if audio_features else waveform
+        results.append((start_s, frames_to_tensor(frames, pre, generator).numpy(), audio.numpy()))
+    return results
