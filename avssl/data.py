@@ -61,8 +61,7 @@ def fbank_stats(source: SourceConfig, settings: StreamSettings, progress: bool =
     pre = replace(settings.preprocessing, audio_mean=0.0, audio_std=1.0,
                   audio_frames=real_fbank_frames(settings.preprocessing),
                   num_frames=1, fps=None, frame_size=16, crop="center")
-    settings = replace(settings, preprocessing=pre, strict=False,
-                       policies=replace(settings.policies, no_audio="skip"))
+    settings = replace(settings, preprocessing=pre, policies=replace(settings.policies, no_audio="skip"))
     stream = ClipStream(open_source(source), settings)
     loader = DataLoader(stream, batch_size=None, num_workers=settings.num_workers)
     total, total_sq, count = 0.0, 0.0, 0

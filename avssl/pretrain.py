@@ -101,7 +101,7 @@ def run(config: PretrainConfig) -> RunResult:
     datamodule = AVPretrainDataModule(source, StreamSettings(
         preprocessing=pre, policies=data.policies, batch_size=data.batch_size,
         clips_per_video=data.clips_per_video, sampling=data.clip_sampling, seed=config.run.seed,
-        strict=data.strict, num_workers=data.num_workers, audio_features_on=data.audio_features_on))
+        num_workers=data.num_workers, audio_features_on=data.audio_features_on), strict=data.strict)
     run_dir = _run_dir(config)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(to_yaml(config))
@@ -132,6 +132,7 @@ def run(config: PretrainConfig) -> RunResult:
             seed=config.run.seed,
             extensions=data.source.extensions,
             key="probe.data",
+            policies=data.policies,
         )
         labeled.setup("fit")
         probe_callback = LinearProbeCallback(

@@ -11,7 +11,7 @@ import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
 from datamodules.audio_features import log_mel_fbank_batch
-from datamodules.errors import NoUsableClipsError
+from datamodules.errors import NoUsableClipsError, StrictDataError
 from datamodules.report import DataReport
 from datamodules.sources import Source, SourceConfig, open_source
 from datamodules.stream import ClipStream, StreamSettings
@@ -33,6 +33,8 @@ class AVPretrainDataModule(pl.LightningDataModule):
         source: where the videos are (``data.source``, or ``data.root`` for a folder).
         settings: clip cutting, shuffling and workers; ``rank`` and ``world_size`` are taken from
             the Trainer when one is attached.
+        strict: the loader raises `StrictDataError` for the first bad file (in the main process,
+            before the batch that holds it is trained on) instead of skipping it.
 
     Attributes:
         report: filled by the training loop (`DataReportCallback`).
@@ -42,10 +44,11 @@ class AVPretrainDataModule(pl.LightningDataModule):
         NoUsableClipsError: from `setup`, when the source has no video at all.
     """
 
-    def __init__(self, source: SourceConfig, settings: StreamSettings) -> None:
+    def __init__(self, source: SourceConfig, settings: StreamSettings, strict: bool = False) -> None:
         super().__init__()
         self.source_config = source
         self.settings = settings
+        self.strict = strict
         self.report = DataReport()
         self.source: Source | None = None
         self._resume: dict[str, int] | None = None
@@ -122,7 +125,11 @@ class _PositionedLoader(DataLoader):
 
     def __iter__(self) -> Iterator[Any]:
         self.dataset.set_position(*self._datamodule.next_position())
-        return super().__iter__()
+        for batch in super().__iter__():
+            if self._datamodule.strict and batch["meta"]["skipped"]:
+                first = batch["meta"]["skipped"][0]
+                raise StrictDataError(first["reason"], first["detail"], first["path"])
+            yield batch
 
     def state_dict(self) -> dict[str, int]:
         return self._datamodule.position()

@@ -4,8 +4,8 @@
 `datamodules.epoch_plan` decides which videos each worker reads and where a resumed epoch
 restarts; here each video is decoded, in a child process with a time limit
 (`datamodules.isolation`), into ``clips_per_video`` clips. A video that fails gives a failure
-record instead of clips; failures never turn into zero tensors and never stop the run (unless
-``strict``): they travel in ``batch["meta"]["skipped"]`` to the data report.
+record instead of clips; failures never turn into zero tensors and never stop the stream: they
+travel in ``batch["meta"]["skipped"]`` to the data report (strict mode is the loader's).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from datamodules.audio_features import log_mel_fbank
 from datamodules.collate import collate_clips
 from datamodules.decode import probe_file, read_clip
 from datamodules.epoch_plan import Window, batches_per_worker, epoch_rng, worker_windows
-from datamodules.errors import ClipError, StrictDataError
+from datamodules.errors import ClipError
 from datamodules.isolation import DecodeTimeout, DecoderCrashed, IsolatedDecoder
 from datamodules.policies import DataPolicies
 from datamodules.preprocessing import Preprocessing
@@ -45,7 +45,6 @@ class StreamSettings:
         clips_per_video: clips cut from each video per epoch.
         sampling: ``uniform`` or ``random`` clip starts (see `sample_clip_starts`).
         seed: seeds the epoch shuffles, the clip starts and the random crops.
-        strict: the first bad file raises `StrictDataError` instead of being skipped.
         num_workers: DataLoader workers of each rank (0: the main process reads).
         rank: this process among the DDP ranks.
         world_size: number of DDP ranks.
@@ -59,7 +58,6 @@ class StreamSettings:
     clips_per_video: int = 1
     sampling: str = "uniform"
     seed: int = 0
-    strict: bool = False
     num_workers: int = 0
     rank: int = 0
     world_size: int = 1
@@ -159,13 +157,13 @@ class ClipStream(IterableDataset):
                                    s.audio_features_on == "worker")
         except ClipError as err:
             results = [err]
+        except (OSError, ValueError, RuntimeError) as err:  # a file no decoder check foresaw
+            results = [ClipError("decode_failed", f"{type(err).__name__}: {err}", name)]
         except DecodeTimeout as err:
             results = [ClipError("timeout", str(err), name)]
         except DecoderCrashed as err:
             results = [ClipError("decoder_crashed", str(err), name)]
         failed = [r for r in results if isinstance(r, ClipError)]
-        if failed and s.strict:
-            raise StrictDataError(failed[0].reason, failed[0].detail, name)
         if failed and s.policies.corrupt == "skip":
             results = failed[:1]
         items: list[Item] = []

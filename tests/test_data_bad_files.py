@@ -43,7 +43,7 @@ def zoo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path], dic
 
 def _pretrain_module(root: Path, num_workers: int = 0, strict: bool = False) -> AVPretrainDataModule:
     return AVPretrainDataModule(SourceConfig(path=str(root)), StreamSettings(
-        preprocessing=PRE, batch_size=2, num_workers=num_workers, strict=strict))
+        preprocessing=PRE, batch_size=2, num_workers=num_workers), strict=strict)
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])
@@ -120,9 +120,10 @@ def test_missing_folder_names_the_path_and_the_config_key(tmp_path: Path) -> Non
         list_videos(media.write_text(tmp_path / "file.mp4"))
 
 
-def test_strict_mode_stops_at_the_first_bad_file_and_names_it(zoo) -> None:
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_strict_mode_stops_at_the_first_bad_file_and_names_it(zoo, num_workers: int) -> None:
     root, _, bad = zoo
-    module = _pretrain_module(root, strict=True)
+    module = _pretrain_module(root, num_workers, strict=True)
     with pytest.raises(StrictDataError) as caught:
         for _ in module.train_dataloader():
             pass
