@@ -160,6 +160,8 @@ def run(config: PretrainConfig) -> RunResult:
     with warnings.catch_warnings():
         # ClipStream's length is exact for any number of workers (datamodules/epoch_plan.py).
         warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined")
+        # The data position is resumed by the data module (its state_dict), not the loader.
+        warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
         trainer.fit(module, datamodule=datamodule, ckpt_path=_resume_checkpoint(config))
     export_dir = run_dir / "export"
     if trainer.is_global_zero:

@@ -77,45 +77,48 @@ class AVPretrainDataModule(pl.LightningDataModule):
         return batch
 
     def next_position(self) -> tuple[int, int]:
-        """The epoch the loader starts now, and the batches of it already trained on (resume)."""
+        """The epoch the loader starts now, and the batches of it already trained on (resume).
+
+        A restored position is used by the first epoch the loader starts after the restore.
+        Lightning may start it before it restores its own epoch counter (when the module asks for
+        ``trainer.estimated_stepping_batches``), so the position carries its epoch.
+        """
+        if self._resume is not None:
+            epoch, batches_done = self._resume["epoch"], self._resume["batches_done"]
+            self._resume = None
+            log.info("resuming epoch %d after the %d batches already trained on", epoch, batches_done)
+            return epoch, batches_done
         epoch = self.trainer.current_epoch if self.trainer else self._epochs_started
         self._epochs_started += 1
-        batches_done = 0
-        if self._resume is not None and self._resume["epoch"] == epoch:
-            batches_done = self._resume["batches_done"]
-            log.info("resuming epoch %d after the %d batches already trained on", epoch, batches_done)
-        self._resume = None
-        return epoch, batches_done
-
-    def position(self) -> dict[str, int]:
-        """The data position: the current epoch and the batches of it trained on so far.
-
-        Counted by the Trainer, not by the loader, which reads ahead of training.
-        """
-        if self.trainer is None:
-            return {}
-        progress = self.trainer.fit_loop.epoch_loop.batch_progress.current
-        return {"epoch": self.trainer.current_epoch, "batches_done": progress.processed}
-
-    def resume_from(self, position: dict[str, int]) -> None:
-        """Makes the next epoch the loader starts skip the batches `position` says were trained on."""
-        self._resume = dict(position) if position else None
+        return epoch, 0
 
     def state_dict(self) -> dict[str, Any]:
-        """The data report so far, saved in Lightning checkpoints (the position is the loader's)."""
-        return {"report": self.report.to_state()}
+        """Saved in Lightning checkpoints: the data position and the data report so far.
+
+        The position is the current epoch and the batches of it trained on, counted by the
+        Trainer (the loader reads ahead of training); a finished epoch is saved as the start of
+        the next one.
+        """
+        state: dict[str, Any] = {"report": self.report.to_state()}
+        if self.trainer is not None:
+            epoch = self.trainer.current_epoch
+            done = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
+            if done >= self.trainer.num_training_batches:
+                epoch, done = epoch + 1, 0
+            state["position"] = {"epoch": epoch, "batches_done": done}
+        return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        if "report" in state_dict:
-            self.report.load_state(state_dict["report"])
+        self.report.load_state(state_dict["report"])
+        self._resume = state_dict.get("position")
 
 
 class _PositionedLoader(DataLoader):
     """A DataLoader that tells its `ClipStream` which epoch (and resume point) it is about to read.
 
     Workers are started anew for every epoch (not persistent), so each starts from the stream's
-    current position. Its state (`state_dict`) is the data position, which Lightning saves in
-    checkpoints and gives back on resume.
+    current position. With ``strict``, the first failure in a batch raises `StrictDataError` here,
+    in the main process.
     """
 
     def __init__(self, stream: ClipStream, num_workers: int, datamodule: AVPretrainDataModule) -> None:
@@ -130,9 +133,3 @@ class _PositionedLoader(DataLoader):
                 first = batch["meta"]["skipped"][0]
                 raise StrictDataError(first["reason"], first["detail"], first["path"])
             yield batch
-
-    def state_dict(self) -> dict[str, int]:
-        return self._datamodule.position()
-
-    def load_state_dict(self, state_dict: dict[str, int]) -> None:
-        self._datamodule.resume_from(state_dict)

@@ -11,7 +11,7 @@ travel in ``batch["meta"]["skipped"]`` to the data report (strict mode is the lo
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +29,7 @@ from datamodules.policies import DataPolicies
 from datamodules.preprocessing import Preprocessing
 from datamodules.sampling import clip_window, sample_clip_starts
 from datamodules.sources import LocalVideo, Source, VideoRef
-from datamodules.video_transforms import frames_to_tensor
+from datamodules.video_transforms import normalize_video, resize_and_crop
 
 Item = dict[str, Any] | None  # a clip, a failure record, or None (padding / no clip in this slot)
 
@@ -116,32 +116,29 @@ class ClipStream(IterableDataset):
         windows = worker_windows(self.group_sizes, s.seed, self.epoch, s.rank, s.world_size, role,
                                  s.readers, s.batch_size, s.clips_per_video, self.batches_done)
         decoder = IsolatedDecoder(s.policies.file_timeout_s)
+        reader = _GroupReader(self.source)
         try:
             for window in windows:
-                items = self._read_window(window, decoder)
+                items = self._read_window(window, reader, decoder)
                 order = epoch_rng(s.seed, self.epoch, s.rank, role, window.number).permutation(len(items))
                 items = [items[i] for i in order.tolist()]
                 for number in range(window.skip_batches, window.num_batches):
                     yield collate_clips([item for item in items[number * s.batch_size:(number + 1) * s.batch_size]
                                          if item is not None])
         finally:
+            reader.close()
             decoder.close()
 
-    def _read_window(self, window: Window, decoder: IsolatedDecoder) -> list[Item]:
+    def _read_window(self, window: Window, reader: _GroupReader, decoder: IsolatedDecoder) -> list[Item]:
         """All clip slots of a window: ``clips_per_video`` per video, padding included."""
         k = self.settings.clips_per_video
         items: list[Item] = []
-        for slot_group, videos in _runs(window):
-            if slot_group is None:
-                items += [None] * (k * len(videos))
+        for slot in window.slots:
+            if slot.group is None:
+                items += [None] * k
                 continue
-            reader = self.source.videos(slot_group, skip=videos[0])
-            try:
-                for index, video in zip(videos, reader):
-                    clips = self._video_items(video, slot_group, index, decoder)
-                    items += clips + [None] * (k - len(clips))
-            finally:
-                reader.close()
+            clips = self._video_items(reader.video(slot.group, slot.index), slot.group, slot.index, decoder)
+            items += clips + [None] * (k - len(clips))
         return items
 
     def _video_items(self, video: LocalVideo, group: int, index: int, decoder: IsolatedDecoder) -> list[Item]:
@@ -173,21 +170,37 @@ class ClipStream(IterableDataset):
             else:
                 start_s, video_array, audio_array = result
                 audio_key = "audio" if s.audio_features_on == "worker" else "waveform"
-                items.append({"video": torch.from_numpy(video_array), audio_key: torch.from_numpy(audio_array),
-                              "meta": {"path": name, "start_s": start_s}})
+                items.append({"video": normalize_video(torch.from_numpy(video_array), s.preprocessing),
+                              audio_key: torch.from_numpy(audio_array), "meta": {"path": name, "start_s": start_s}})
         items[0]["video_seen"] = name
         return items
 
 
-def _runs(window: Window) -> list[tuple[int | None, list[int]]]:
-    """The window's slots as runs of consecutive videos of one group: ``(group, indices)``."""
-    runs: list[tuple[int | None, list[int]]] = []
-    for slot in window.slots:
-        if runs and runs[-1][0] == slot.group and (slot.group is None or runs[-1][1][-1] + 1 == slot.index):
-            runs[-1][1].append(slot.index)
-        else:
-            runs.append((slot.group, [slot.index]))
-    return runs
+class _GroupReader:
+    """Reads the videos of a reader's groups in order, keeping a group open between windows.
+
+    A shard is read front to back once per epoch even when its videos span many windows; a jump
+    (another group, or a later video after a resume) reopens it with `Source.videos`' ``skip``.
+    """
+
+    def __init__(self, source: Source) -> None:
+        self.source = source
+        self._group: int | None = None
+        self._next = 0
+        self._videos: Generator[LocalVideo, None, None] | None = None
+
+    def video(self, group: int, index: int) -> LocalVideo:
+        """Video ``index`` of ``group``; valid until the next call."""
+        if self._videos is None or group != self._group or index != self._next:
+            self.close()
+            self._group, self._videos = group, self.source.videos(group, skip=index)
+        self._next = index + 1
+        return next(self._videos)
+
+    def close(self) -> None:
+        if self._videos is not None:
+            self._videos.close()  # removes a shard sample's temporary file
+        self._group, self._videos = None, None
 
 
 def decode_video_clips(path: str, ref: VideoRef, pre: Preprocessing, policies: DataPolicies,
@@ -195,7 +208,8 @@ def decode_video_clips(path: str, ref: VideoRef, pre: Preprocessing, policies: D
     """Decodes the clips of one video (runs in the isolated decoder process).
 
     Returns:
-        Per clip, ``(start_s, video float32 [3, T, S, S], audio)`` as NumPy arrays, with audio the
+        Per clip, ``(start_s, video uint8 [3, T, S, S], audio)`` as NumPy arrays (video resized
+        and cropped, not yet normalised: 4x less to send), with audio the
         fbank float32 ``[1, F, M]``, or without ``audio_features`` the waveform ``[samples]``;
         or the `ClipError` of that clip.
 
@@ -215,5 +229,5 @@ def decode_video_clips(path: str, ref: VideoRef, pre: Preprocessing, policies: D
             results.append(ClipError(err.reason, err.detail, ref.name))
             continue
         audio = log_mel_fbank(waveform, pre) if audio_features else waveform
-        results.append((start_s, frames_to_tensor(frames, pre, generator).numpy(), audio.numpy()))
+        results.append((start_s, resize_and_crop(frames, pre, generator).numpy(), audio.numpy()))
     return results

@@ -20,7 +20,7 @@ from datamodules.preprocessing import Preprocessing
 
 def frames_to_tensor(frames: Tensor, pre: Preprocessing,
                      generator: torch.Generator | None = None) -> Tensor:
-    """Resizes, crops and normalises decoded frames.
+    """Resizes, crops and normalises decoded frames: `normalize_video` of `resize_and_crop`.
 
     Args:
         frames: uint8 ``[T, H, W, 3]`` RGB, as `read_clip` returns them.
@@ -34,6 +34,15 @@ def frames_to_tensor(frames: Tensor, pre: Preprocessing,
     Raises:
         ValueError: if ``frames`` is not uint8 ``[T, H, W, 3]``.
     """
+    return normalize_video(resize_and_crop(frames, pre, generator), pre)
+
+
+def resize_and_crop(frames: Tensor, pre: Preprocessing, generator: torch.Generator | None = None) -> Tensor:
+    """The geometric part of `frames_to_tensor`, still uint8: ``[3, T, S, S]``.
+
+    Kept separate so the streaming decoder process can send uint8 (4x less than float32) and
+    the DataLoader worker normalises.
+    """
     if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"frames must be uint8 [T, H, W, 3], got {frames.dtype} {tuple(frames.shape)}")
     size = pre.frame_size
@@ -46,6 +55,11 @@ def frames_to_tensor(frames: Tensor, pre: Preprocessing,
         video = TF.crop(video, top, left, size, size)  # (T, 3, S, S)
     else:
         video = TF.center_crop(video, [size, size])  # (T, 3, S, S)
-    video = TF.to_dtype(video, torch.float32, scale=True)  # values in [0, 1]
-    video = TF.normalize(video, mean=pre.video_mean, std=pre.video_std)
     return video.permute(1, 0, 2, 3).contiguous()  # (3, T, S, S)
+
+
+def normalize_video(video: Tensor, pre: Preprocessing) -> Tensor:
+    """uint8 ``[3, T, S, S]`` to float32 in [0, 1], normalised per channel with ``pre``'s statistics."""
+    mean = torch.tensor(pre.video_mean, dtype=torch.float32).view(3, 1, 1, 1)
+    std = torch.tensor(pre.video_std, dtype=torch.float32).view(3, 1, 1, 1)
+    return (video.float() / 255 - mean) / std

@@ -156,3 +156,27 @@ def test_folder_without_usable_clips_is_a_clear_error_with_a_report(tmp_path, ca
     assert "No usable clip" in err and "Traceback" not in err
     report = json.loads((run_dir / "data_report.json").read_text())
     assert report["counts_by_reason"] == {"empty_file": 1, "unreadable": 1}
+
+
+def test_a_stopped_run_resumes_mid_epoch_from_a_manifest_without_losing_clips(demo, tmp_path):
+    manifest = tmp_path / "train list.csv"
+    rows = [f"{path},0,," for path in sorted(demo.unlabeled.iterdir())]
+    manifest.write_text("path,start_s,end_s,label\n" + "\n".join(rows) + "\n")
+    run_dir = tmp_path / "run"
+    common = [*TINY, f"data.source.path={manifest}", "probe.enabled=false", f"run.dir={run_dir}",
+              "run.checkpoint_every_n_steps=1"]
+    assert pretrain_main([*common, "trainer.max_steps=3"]) == 0  # stops after 3 of the 4 batches of epoch 0
+    first = json.loads((run_dir / "data_report.json").read_text())
+    assert first["clips"] < 24
+    assert pretrain_main([*common, f"run.resume={run_dir / 'checkpoints' / 'last.ckpt'}"]) == 0
+    report = json.loads((run_dir / "data_report.json").read_text())
+    assert report["files_seen"] == 25 and report["clips"] == 2 * 24  # each clip once per epoch
+    assert report["counts_by_reason"] == {"unreadable": 1}
+
+
+def test_resume_from_a_missing_checkpoint_is_a_clear_error(demo, tmp_path, capsys):
+    args = [*TINY, f"data.root={demo.unlabeled}", "probe.enabled=false", f"run.dir={tmp_path / 'run'}",
+            f"run.resume={tmp_path / 'nope.ckpt'}"]
+    assert pretrain_main(args) == 2
+    err = capsys.readouterr().err
+    assert "run.resume" in err and "Traceback" not in err

@@ -89,6 +89,26 @@ def test_shards_split_across_ranks_and_workers_give_every_sample_once(folder: Pa
     assert sorted(names) == sorted(expected * 2)  # 2 clips of every sample, none repeated
 
 
+def test_a_shard_is_read_once_per_epoch_even_across_many_batches(folder: Path, tmp_path: Path) -> None:
+    video = (folder / "clip 00.mp4").read_bytes()
+    with tarfile.open(tmp_path / "one.tar", "w") as tar:
+        for i in range(7):
+            info = tarfile.TarInfo(f"s_{i}.mp4")
+            info.size = len(video)
+            tar.addfile(info, io.BytesIO(video))
+    source = open_source(SourceConfig(path=str(tmp_path / "one.tar")))
+    opened = []
+    videos = source.videos
+    source.videos = lambda group, skip=0: opened.append(skip) or videos(group, skip)
+    stream = ClipStream(source, StreamSettings(preprocessing=PRE, batch_size=2))
+    batches = list(DataLoader(stream, batch_size=None))
+    assert len(batches) == 4 and sum(len(b["meta"]["path"]) for b in batches) == 7
+    assert opened == [0]  # one pass over the tar for 4 windows
+    stream.set_position(0, batches_done=2)  # a resume opens it once more, past the trained samples
+    assert sum(len(b["meta"]["path"]) for b in DataLoader(stream, batch_size=None)) == 3
+    assert opened == [0, 4]
+
+
 def test_each_epoch_reshuffles_the_same_clips(folder: Path) -> None:
     epochs = [_clips(_read_rank(folder, 0, 1, 0, epoch=e)) for e in range(2)]
     assert sorted(epochs[0]) == sorted(epochs[1]) and epochs[0] != epochs[1]
