@@ -1,0 +1,264 @@
+"""CNN towers of the contrastive and clustering audio-visual papers (L3/AVC, XDC, CrissCross).
+
+Papers and published settings:
+
+- L3 / AVC: Arandjelović & Zisserman, "Look, Listen and Learn", ICCV 2017, arXiv:1705.08168.
+  Audio subnetwork: four conv blocks (64, 128, 256, 512 channels), each two 3x3 conv-BN-ReLU
+  layers, 2x2 max pooling after the first three, max pooling over the whole remaining map at the
+  end -> 512-d (Keras re-implementation `marl/l3embedding@4c38e8db
+  l3embedding/audio_model.py::construct_cnn_L3_orig_audio_model`). AVC classifies whether the
+  concatenated audio and visual embeddings correspond; that concatenation belongs to the
+  objective, not to this encoder.
+- XDC: Alwassel et al., "Self-Supervised Learning by Cross-Modal Audio-Video Clustering",
+  NeurIPS 2020, arXiv:1911.12667. Video tower: R(2+1)D-18 as in torchvision
+  (`HumamAlwassel/XDC@0961d8be model/r2plus1d_18.py`).
+- CrissCross: Sarkar & Etemad, "Self-Supervised Audio-Visual Representation Learning with Relaxed
+  Cross-Modal Synchronicity", AAAI 2023, arXiv:2111.05329. R(2+1)D-18 video (8 frames at 112 px)
+  and a ResNet-18 on the 1-channel log-mel spectrogram (`pritamqu/CrissCross@1fe8953a
+  crisscross/train/models/crisscross.py`).
+
+Deviations:
+
+- All towers use PyTorch's BatchNorm defaults (eps 1e-5, momentum 0.1). XDC's released model sets
+  eps 1e-3 / momentum 0.9 to match Caffe2; only loading those checkpoints would need that.
+- The audio towers take avssl's fbank layout ``[B, 1, frames, mels]`` (time first); L3 used a
+  257-bin linear dB spectrogram ``(freq, time)``. Both towers pool globally, so any size works.
+- The L3 tower's convolutions keep their bias as in the Keras model although BN follows; L3's
+  L2 weight decay of 1e-5 is an optimiser setting, not part of the module.
+
+Shape letters: B batch, T frames, H/W frame size, F fbank frames, M mel bins, D embedding width.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+from torchvision.models import resnet18
+from torchvision.models.video import r2plus1d_18
+
+FEATURE_DIM = 512  # channels of the last stage of every tower below
+
+
+def _check_input(x: Tensor, name: str, ndim: int, channels: int, layout: str) -> None:
+    if x.ndim != ndim or x.shape[1] != channels:
+        raise ValueError(f"{name} input of shape {tuple(x.shape)} does not match {layout}")
+
+
+class R2Plus1DVideoTower(nn.Module):
+    """R(2+1)D-18 (Tran et al., CVPR 2018, arXiv:1711.11248) from torchvision, without its fc.
+
+    ``forward_features``: ``[B, 3, T, H, W] -> [B, 512, t, h, w]`` with ``t = ceil(T / 8)`` and
+    ``h = ceil(H / 16)`` (the stem halves H and W; stages 2-4 halve T, H and W).
+    ``forward``: the same map average-pooled over time and space -> ``[B, 512]``.
+    """
+
+    out_dim = FEATURE_DIM
+
+    def __init__(self):
+        super().__init__()
+        net = r2plus1d_18(weights=None)
+        self.stem, self.layer1, self.layer2, self.layer3, self.layer4 = (
+            net.stem, net.layer1, net.layer2, net.layer3, net.layer4
+        )
+        self.pool = net.avgpool  # AdaptiveAvgPool3d(1)
+
+    def forward_features(self, video: Tensor) -> Tensor:
+        _check_input(video, "video", 5, 3, "[B, 3, T, H, W] (normalised frames)")
+        x = self.stem(video)  # (B, 64, T, H/2, W/2)
+        for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
+            x = stage(x)
+        return x  # (B, 512, t, h, w)
+
+    def forward(self, video: Tensor) -> Tensor:
+        return self.pool(self.forward_features(video)).flatten(1)  # (B, 512)
+
+
+class ResNet18AudioTower(nn.Module):
+    """ResNet-18 (He et al., CVPR 2016, arXiv:1512.03385) on a 1-channel spectrogram (CrissCross).
+
+    torchvision's ``resnet18`` with its first convolution taking one channel and without its fc.
+    ``forward_features``: ``[B, 1, F, M] -> [B, 512, F/32, M/32]`` (rounded up);
+    ``forward``: global average pool -> ``[B, 512]``.
+    """
+
+    out_dim = FEATURE_DIM
+
+    def __init__(self):
+        super().__init__()
+        net = resnet18(weights=None)
+        # One input channel instead of RGB; same kernel, stride and padding as torchvision's stem.
+        net.conv1 = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")  # torchvision's policy
+        self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
+        self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
+        self.pool = net.avgpool  # AdaptiveAvgPool2d(1)
+
+    def forward_features(self, audio: Tensor) -> Tensor:
+        _check_input(audio, "audio", 4, 1, "[B, 1, frames, mels] (log-mel fbank)")
+        x = self.stem(audio)  # (B, 64, F/4, M/4)
+        for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
+            x = stage(x)
+        return x  # (B, 512, F/32, M/32)
+
+    def forward(self, audio: Tensor) -> Tensor:
+        return self.pool(self.forward_features(audio)).flatten(1)  # (B, 512)
+
+
+def _conv_bn_relu(in_ch: int, out_ch: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(in_ch, out_ch, 3, padding=1), nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True))
+
+
+class L3AudioTower(nn.Module):
+    """VGG-style audio subnetwork of L3 / AVC (see the module docstring for the source).
+
+    Four blocks of two 3x3 conv-BN-ReLU layers (64, 128, 256, 512 channels); 2x2 max pooling
+    after blocks 1-3 and a global max pool at the end (L3's final 32x24 pool covers its whole map).
+    ``forward_features``: ``[B, 1, F, M] -> [B, 512, F/8, M/8]`` (rounded down);
+    ``forward``: ``[B, 512]``.
+    """
+
+    out_dim = FEATURE_DIM
+    widths = (64, 128, 256, 512)
+
+    def __init__(self):
+        super().__init__()
+        layers: list[nn.Module] = []
+        in_ch = 1
+        for i, width in enumerate(self.widths):
+            layers += [_conv_bn_relu(in_ch, width), _conv_bn_relu(width, width)]
+            if i < len(self.widths) - 1:
+                layers.append(nn.MaxPool2d(2, stride=2))
+            in_ch = width
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveMaxPool2d(1)
+
+    def forward_features(self, audio: Tensor) -> Tensor:
+        _check_input(audio, "audio", 4, 1, "[B, 1, frames, mels] (log-mel fbank)")
+        if min(audio.shape[2:]) < 8:
+            raise ValueError(
+                f"audio input of shape {tuple(audio.shape)} is too small for l3_vgg's three 2x2 "
+                "poolings; it needs at least 8 frames and 8 mel bins"
+            )
+        return self.features(audio)  # (B, 512, F/8, M/8)
+
+    def forward(self, audio: Tensor) -> Tensor:
+        return self.pool(self.forward_features(audio)).flatten(1)  # (B, 512)
+
+
+# Tower names used by `CNNSpec` (and by recipes); each maps to a constructor without arguments.
+VIDEO_TOWERS: dict[str, Callable[[], nn.Module]] = {"r2plus1d_18": R2Plus1DVideoTower}
+AUDIO_TOWERS: dict[str, Callable[[], nn.Module]] = {"resnet18": ResNet18AudioTower, "l3_vgg": L3AudioTower}
+
+
+@dataclass
+class CNNSpec:
+    """Everything needed to rebuild a `CNNAudioVisualEncoder` (stored with exports).
+
+    Attributes:
+        video_arch: key of `VIDEO_TOWERS`.
+        audio_arch: key of `AUDIO_TOWERS`; ``resnet18`` as CrissCross, ``l3_vgg`` as L3 / AVC.
+        embed_dim: width D of a linear projection applied to both towers' 512-d outputs, or None
+            to use the 512-d pooled features as they are (the published setting: the papers put
+            their projection / classifier heads in the objective).
+    """
+
+    video_arch: str = "r2plus1d_18"
+    audio_arch: str = "resnet18"
+    embed_dim: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        for key, value, valid in (
+            ("video_arch", self.video_arch, VIDEO_TOWERS),
+            ("audio_arch", self.audio_arch, AUDIO_TOWERS),
+        ):
+            if value not in valid:
+                raise ValueError(f"backbone.{key}={value!r} is unknown; choose one of {sorted(valid)}")
+        if self.embed_dim is not None and self.embed_dim <= 0:
+            raise ValueError(f"backbone.embed_dim={self.embed_dim}: must be > 0, or None for the 512-d features")
+
+
+class CNNAudioVisualEncoder(nn.Module):
+    """One video CNN tower and one audio CNN tower with the `AudioVisualEncoder` interface.
+
+    Args:
+        spec: tower names and the optional projection width.
+
+    Outputs of `forward_features` (later stages may add keys, never rename them):
+        ``audio_embedding``, ``video_embedding`` ``[B, D]``: pooled tower outputs, projected to
+        ``embed_dim`` when the spec asks for it; ``joint_embedding [B, D]``: the **mean** of the
+        two (same width as the per-modality embeddings, as in `AudioVisualEncoder`; AVC's
+        correspondence head concatenates the two embeddings itself);
+        ``audio_feature_map [B, 512, f, m]``, ``video_feature_map [B, 512, t, h, w]``: last
+        feature maps before pooling and projection.
+
+    Raises:
+        ValueError: a non-zero mask ratio (CNN towers see the whole input), or inputs of the wrong
+            layout.
+
+    Examples:
+        >>> enc = CNNAudioVisualEncoder(CNNSpec(audio_arch="l3_vgg", embed_dim=128))
+        >>> out = enc.forward_features(torch.randn(2, 1, 64, 32), torch.randn(2, 3, 4, 32, 32))
+        >>> out["joint_embedding"].shape
+        torch.Size([2, 128])
+    """
+
+    def __init__(self, spec: CNNSpec):
+        super().__init__()
+        self.spec = spec
+        self.video_tower = VIDEO_TOWERS[spec.video_arch]()
+        self.audio_tower = AUDIO_TOWERS[spec.audio_arch]()
+        d = self.embed_dim
+        self.video_proj = nn.Identity() if spec.embed_dim is None else nn.Linear(self.video_tower.out_dim, d)
+        self.audio_proj = nn.Identity() if spec.embed_dim is None else nn.Linear(self.audio_tower.out_dim, d)
+
+    @property
+    def embed_dim(self) -> int:
+        return FEATURE_DIM if self.spec.embed_dim is None else self.spec.embed_dim
+
+    def encode_audio(self, audio: Tensor) -> Tensor:
+        """Clip embedding from audio alone: ``[B, 1, frames, mels] -> [B, D]``."""
+        return self.audio_proj(self.audio_tower(audio))
+
+    def encode_video(self, video: Tensor) -> Tensor:
+        """Clip embedding from video alone: ``[B, 3, T, H, W] -> [B, D]``."""
+        return self.video_proj(self.video_tower(video))
+
+    def encode_joint(self, audio: Tensor, video: Tensor) -> Tensor:
+        """Mean of the audio and video embeddings: ``-> [B, D]``."""
+        return self.forward_features(audio, video)["joint_embedding"]
+
+    def forward_features(
+        self, audio: Tensor, video: Tensor, mask_ratio_audio: float = 0.0, mask_ratio_video: float = 0.0
+    ) -> dict[str, Tensor]:
+        """Encodes a batch of clips.
+
+        Args:
+            audio: normalised fbank ``[B, 1, frames, mels]``.
+            video: normalised frames ``[B, 3, T, H, W]``.
+            mask_ratio_audio: must be 0 (kept for interface parity with `AudioVisualEncoder`).
+            mask_ratio_video: must be 0.
+
+        Raises:
+            ValueError: if a mask ratio is not 0.
+        """
+        if mask_ratio_audio != 0.0 or mask_ratio_video != 0.0:
+            raise ValueError(
+                f"mask_ratio_audio={mask_ratio_audio}, mask_ratio_video={mask_ratio_video}: CNN towers "
+                "do not drop tokens; set masking.audio_ratio and masking.video_ratio to 0 or use a "
+                "transformer backbone with a masked objective."
+            )
+        a_map = self.audio_tower.forward_features(audio)  # (B, 512, f, m)
+        v_map = self.video_tower.forward_features(video)  # (B, 512, t, h, w)
+        a = self.audio_proj(self.audio_tower.pool(a_map).flatten(1))  # (B, D)
+        v = self.video_proj(self.video_tower.pool(v_map).flatten(1))  # (B, D)
+        return {
+            "audio_embedding": a,
+            "video_embedding": v,
+            "joint_embedding": torch.stack([a, v]).mean(dim=0),
+            "audio_feature_map": a_map,
+            "video_feature_map": v_map,
+        }

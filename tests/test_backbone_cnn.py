@@ -1,0 +1,94 @@
+"""CNN towers (R(2+1)D-18 video, ResNet-18 / L3 audio) and `CNNAudioVisualEncoder`."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from avssl.backbones.cnn import AUDIO_TOWERS, VIDEO_TOWERS, CNNAudioVisualEncoder, CNNSpec
+
+
+def inputs(batch: int = 2):
+    return torch.randn(batch, 1, 64, 32), torch.randn(batch, 3, 4, 32, 32)  # fbank 64 x 32, 4 frames 32 px
+
+
+SPECS = [CNNSpec(audio_arch="resnet18"), CNNSpec(audio_arch="l3_vgg", embed_dim=16)]  # both towers, both heads
+
+
+@pytest.fixture(scope="module", params=SPECS, ids=lambda s: f"{s.audio_arch}-{s.embed_dim}")
+def encoder(request):
+    torch.manual_seed(0)
+    return CNNAudioVisualEncoder(request.param)
+
+
+def test_output_shapes_and_finite(encoder):
+    audio, video = inputs()
+    d = encoder.embed_dim
+    assert d == (encoder.spec.embed_dim or 512)
+    out = encoder.forward_features(audio, video)
+    for name in ("audio", "video", "joint"):
+        assert out[f"{name}_embedding"].shape == (2, d)
+        assert torch.isfinite(out[f"{name}_embedding"]).all()
+    assert out["video_feature_map"].shape == (2, 512, 1, 2, 2)  # T/8 rounded up, 32 px / 16
+    assert out["audio_feature_map"].shape[:2] == (2, 512)
+    assert torch.allclose(out["joint_embedding"], (out["audio_embedding"] + out["video_embedding"]) / 2)
+
+
+def test_every_parameter_gets_a_gradient(encoder):
+    encoder.train()
+    audio, video = inputs()
+    encoder.zero_grad()
+    out = encoder.forward_features(audio, video)
+    out["joint_embedding"].square().mean().backward()
+    for name, p in encoder.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, f"No gradient for {name}"
+
+
+def test_encode_methods_match_forward_features(encoder):
+    encoder.eval()
+    audio, video = inputs()
+    with torch.no_grad():
+        out = encoder.forward_features(audio, video)
+        assert torch.allclose(encoder.encode_audio(audio), out["audio_embedding"], atol=1e-6)
+        assert torch.allclose(encoder.encode_video(video), out["video_embedding"], atol=1e-6)
+        assert torch.allclose(encoder.encode_joint(audio, video), out["joint_embedding"], atol=1e-6)
+
+
+def test_spec_and_state_dict_round_trip(encoder):
+    encoder.eval()
+    rebuilt = CNNAudioVisualEncoder(CNNSpec(**dataclasses.asdict(encoder.spec))).eval()
+    rebuilt.load_state_dict(encoder.state_dict())
+    audio, video = inputs()
+    with torch.no_grad():
+        a, b = encoder.forward_features(audio, video), rebuilt.forward_features(audio, video)
+    for key in ("audio_embedding", "video_embedding", "joint_embedding"):
+        assert torch.equal(a[key], b[key])
+
+
+@pytest.mark.parametrize("ratios", [(0.75, 0.0), (0.0, 0.5)])
+def test_masking_is_rejected(ratios):
+    enc = CNNAudioVisualEncoder(CNNSpec(audio_arch="l3_vgg"))
+    with pytest.raises(ValueError, match="CNN towers do not drop tokens"):
+        enc.forward_features(*inputs(1), *ratios)
+
+
+def test_bad_spec_and_inputs_raise_readable_errors():
+    with pytest.raises(ValueError, match=r"audio_arch='vggish' is unknown; choose one of \['l3_vgg', 'resnet18'\]"):
+        CNNSpec(audio_arch="vggish")
+    with pytest.raises(ValueError, match="video_arch='r3d_18' is unknown"):
+        CNNSpec(video_arch="r3d_18")
+    with pytest.raises(ValueError, match="embed_dim=0"):
+        CNNSpec(embed_dim=0)
+    enc = CNNAudioVisualEncoder(CNNSpec(audio_arch="l3_vgg"))
+    audio, video = inputs(1)
+    with pytest.raises(ValueError, match=r"audio input of shape \(1, 64, 32\)"):
+        enc.encode_audio(audio[:, 0])
+    with pytest.raises(ValueError, match=r"video input of shape \(1, 1, 4, 32, 32\)"):
+        enc.encode_video(video[:, :1])
+    with pytest.raises(ValueError, match="at least 8 frames and 8 mel bins"):
+        enc.encode_audio(torch.randn(1, 1, 64, 4))
+
+
+def test_registered_tower_names():
+    assert sorted(VIDEO_TOWERS) == ["r2plus1d_18"]
+    assert sorted(AUDIO_TOWERS) == ["l3_vgg", "resnet18"]
