@@ -1,7 +1,7 @@
 """avssl: self-supervised audio-visual pretraining.
 
 Importing avssl is light: `load_backbone` needs torch, safetensors and avssl only, and is imported
-on first use. The training side (Lightning) is imported by `avssl.pretrain`, `avssl.probe` and
+on first use, as is `create_backbone` (a randomly initialised named preset, e.g. "xkd_base"). The training side (Lightning) is imported by `avssl.pretrain`, `avssl.probe` and
 `avssl.module`.
 """
 
@@ -9,11 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["PretrainedBackbone", "load_backbone"]
+__all__ = ["PretrainedBackbone", "create_backbone", "load_backbone"]
 
 
 def __getattr__(name: str) -> Any:
     # Lazy so that `datamodules` can import `avssl.schema` without a circular import.
+    if name == "create_backbone":
+        from avssl.backbones import registry
+
+        return registry.create_backbone
     if name in __all__:
         from avssl import loading
 

@@ -17,8 +17,11 @@ from typing import Any, Optional
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
+from avssl.backbones.block import ATTENTION_KERNELS
+from avssl.backbones.registry import ENCODER_KINDS
 from avssl.backbones.sizes import BACKBONE_SIZES
 from avssl.backbones.spec import BackboneSpec
+from avssl.backbones.tokenizers import POS_EMBEDS
 from avssl.schema import all_positive, in_range, non_negative, one_of, positive
 from datamodules.policies import DataPolicies
 from datamodules.preprocessing import Preprocessing
@@ -81,6 +84,17 @@ class BackboneConfig:
     norm_eps: float = field(default=1e-5, metadata=positive())
     audio_patch: list[int] = field(default_factory=lambda: [16, 16], metadata=all_positive())  # (freq, time)
     video_patch: list[int] = field(default_factory=lambda: [1, 16, 16], metadata=all_positive())  # (t, h, w)
+    # encoder layout (avssl.backbones.registry): cav_mae (specific then shared layers), shared
+    # (one stack for both modalities, VATT), bottleneck (MBT fusion after modality_specific_depth)
+    kind: str = field(default="cav_mae", metadata=one_of(ENCODER_KINDS))
+    drop_path: float = field(default=0.0, metadata=in_range(0.0, 1.0, include_high=False))  # last layer's rate
+    layer_scale_init: Optional[float] = field(default=None, metadata=positive())  # None: no LayerScale
+    attention: str = field(default="sdpa", metadata=one_of(ATTENTION_KERNELS))  # math: benchmarks only
+    # (freq, time) stride of overlapping audio patches (AST: [10, 10]); None: the patch size
+    audio_patch_stride: Optional[list[int]] = field(default=None, metadata=all_positive())
+    cls_token: bool = False  # XKD: true
+    pos_embed: str = field(default="sincos", metadata=one_of(POS_EMBEDS))  # XKD: learned
+    num_bottlenecks: int = field(default=4, metadata=non_negative())  # kind=bottleneck only (MBT: 4)
 
     def resolve(self, pre: Preprocessing) -> BackboneSpec:
         """The full architecture for inputs shaped by `pre`."""
@@ -88,8 +102,9 @@ class BackboneConfig:
         for name in sizes:
             if getattr(self, name) is not None:
                 sizes[name] = getattr(self, name)
-        _check_divisible("data.preprocessing.num_mel_bins", pre.num_mel_bins, "backbone.audio_patch[0]", self.audio_patch[0])
-        _check_divisible("data.preprocessing.audio_frames", pre.audio_frames, "backbone.audio_patch[1]", self.audio_patch[1])
+        if self.audio_patch_stride is None:  # overlapping patches cover any length >= the patch
+            _check_divisible("data.preprocessing.num_mel_bins", pre.num_mel_bins, "backbone.audio_patch[0]", self.audio_patch[0])
+            _check_divisible("data.preprocessing.audio_frames", pre.audio_frames, "backbone.audio_patch[1]", self.audio_patch[1])
         _check_divisible("data.preprocessing.num_frames", pre.num_frames, "backbone.video_patch[0]", self.video_patch[0])
         _check_divisible("data.preprocessing.frame_size", pre.frame_size, "backbone.video_patch[1]", self.video_patch[1])
         _check_divisible("data.preprocessing.frame_size", pre.frame_size, "backbone.video_patch[2]", self.video_patch[2])
@@ -105,6 +120,14 @@ class BackboneConfig:
             num_frames=pre.num_frames,
             frame_size=pre.frame_size,
             video_patch=list(self.video_patch),
+            kind=self.kind,
+            drop_path=self.drop_path,
+            layer_scale_init=self.layer_scale_init,
+            attention=self.attention,
+            audio_patch_stride=None if self.audio_patch_stride is None else list(self.audio_patch_stride),
+            cls_token=self.cls_token,
+            pos_embed=self.pos_embed,
+            num_bottlenecks=self.num_bottlenecks,
         )
 
 

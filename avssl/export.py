@@ -21,6 +21,7 @@ from omegaconf import OmegaConf
 from safetensors.torch import save_file
 
 from avssl.backbones.encoder import AudioVisualEncoder
+from avssl.backbones.registry import build_encoder
 from avssl.config import from_dict
 from avssl.loading import CONFIG_FILE, WEIGHTS_FILE
 from datamodules.preprocessing import Preprocessing
@@ -74,7 +75,7 @@ def encoder_from_checkpoint(path: str | Path) -> tuple[AudioVisualEncoder, Prepr
     except (KeyError, TypeError):
         raise ValueError(f"{path} is not an avssl pretraining checkpoint (no hyper_parameters.config / state_dict)") from None
     config = from_dict(config_dict)
-    encoder = AudioVisualEncoder(config.backbone.resolve(config.data.preprocessing))
+    encoder = build_encoder(config.backbone.resolve(config.data.preprocessing))
     encoder.load_state_dict({k[len(BACKBONE_PREFIX) :]: v for k, v in state.items() if k.startswith(BACKBONE_PREFIX)})
     return encoder, config.data.preprocessing, config_dict
 

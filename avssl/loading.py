@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from avssl.backbones.encoder import AudioVisualEncoder
+from avssl.backbones.registry import build_encoder
 from avssl.backbones.spec import BackboneSpec
 from datamodules.preprocessing import Preprocessing
 
@@ -113,7 +114,7 @@ def load_backbone(path: str | Path, device: torch.device | str = "cpu") -> Pretr
         raise ValueError(f"{path / CONFIG_FILE} is not an avssl export config (needs 'backbone' and 'preprocessing')")
     spec = _dataclass_from(BackboneSpec, meta["backbone"], "backbone", path)
     preprocessing = _dataclass_from(Preprocessing, meta["preprocessing"], "preprocessing", path)
-    encoder = AudioVisualEncoder(spec)
+    encoder = build_encoder(spec)
     encoder.load_state_dict(load_file(path / WEIGHTS_FILE, device="cpu"))
     model = PretrainedBackbone(encoder, preprocessing).to(device)
     return model.eval()

@@ -14,14 +14,14 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
-from avssl.backbones.encoder import AudioVisualEncoder
+from avssl.backbones.registry import build_encoder
 from avssl.config import PretrainConfig, from_dict
 from avssl.objectives import build_objective
 from avssl.optim import build_optimizer, build_scheduler
 
 
 class AVPretrainModule(pl.LightningModule):
-    """Self-supervised audio-visual pretraining of an `AudioVisualEncoder`.
+    """Self-supervised audio-visual pretraining of an encoder from `build_encoder` (`backbone.kind`).
 
     Args:
         config: the run's configuration, or its plain-dict form (as stored in checkpoints).
@@ -34,7 +34,7 @@ class AVPretrainModule(pl.LightningModule):
         self.config = config
         # Stored as plain data so checkpoints load with torch.load(weights_only=True).
         self.save_hyperparameters({"config": asdict(config)})
-        self.backbone = AudioVisualEncoder(config.backbone.resolve(config.data.preprocessing))
+        self.backbone = build_encoder(config.backbone.resolve(config.data.preprocessing))
         self.objectives = nn.ModuleDict()
         self.weights: dict[str, float] = {}
         for name, params in config.objectives.items():

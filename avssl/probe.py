@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from avssl.backbones.encoder import AudioVisualEncoder
+from avssl.backbones.registry import build_encoder
 from avssl.evaluation.linear_probe import FEATURE_SETS, linear_probe
 from avssl.export import encoder_from_checkpoint
 from avssl.loading import load_backbone
@@ -56,7 +57,7 @@ def probe(
     encoder, preprocessing = _load(backbone)
     if random_init:
         torch.manual_seed(seed)
-        encoder = AudioVisualEncoder(encoder.spec)
+        encoder = build_encoder(encoder.spec)
     labeled = LabeledClipDataModule(
         root=data, preprocessing=preprocessing, batch_size=batch_size, num_workers=num_workers, test_fraction=test_fraction, seed=seed, key="--data"
     )

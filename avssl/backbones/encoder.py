@@ -17,10 +17,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from avssl.backbones.block import Block
+from avssl.backbones import parts
 from avssl.backbones.masking import drop_tokens
 from avssl.backbones.spec import BackboneSpec
-from avssl.backbones.tokenizers import SpectrogramPatchTokenizer, TubeletTokenizer
 
 JOINT, AUDIO, VIDEO = "av", "a", "v"
 
@@ -33,25 +32,22 @@ class AudioVisualEncoder(nn.Module):
         shared layers; ``joint_tokens [B, Ka + Kv, D]``: joint stream (audio first);
         ``audio_embedding``, ``video_embedding``, ``joint_embedding [B, D]``: mean-pooled tokens;
         ``audio_idx_keep [B, Ka]``, ``audio_idx_mask [B, Na - Ka]`` and the video equivalents.
+        With ``spec.cls_token`` the class tokens are left out of all of these and returned as
+        ``audio_cls_token``, ``video_cls_token [B, D]`` (per-modality streams).
     """
 
     def __init__(self, spec: BackboneSpec):
         super().__init__()
         self.spec = spec
         d = spec.embed_dim
-        self.audio_tokenizer = SpectrogramPatchTokenizer(spec.num_mel_bins, spec.audio_frames, spec.audio_patch, d)
-        self.video_tokenizer = TubeletTokenizer(spec.num_frames, spec.frame_size, spec.video_patch, d)
+        self.audio_tokenizer = parts.audio_tokenizer(spec)
+        self.video_tokenizer = parts.video_tokenizer(spec)
         self.audio_modality = nn.Parameter(torch.zeros(1, 1, d))
         self.video_modality = nn.Parameter(torch.zeros(1, 1, d))
-
-        def blocks(depth: int, streams: tuple[str, ...]) -> nn.ModuleList:
-            return nn.ModuleList(
-                Block(d, spec.num_heads, spec.mlp_ratio, spec.qkv_bias, spec.norm_eps, streams) for _ in range(depth)
-            )
-
-        self.audio_blocks = blocks(spec.modality_specific_depth, ("x",))
-        self.video_blocks = blocks(spec.modality_specific_depth, ("x",))
-        self.shared_blocks = blocks(spec.shared_depth, (JOINT, AUDIO, VIDEO))
+        total = spec.modality_specific_depth + spec.shared_depth
+        self.audio_blocks = parts.blocks(spec, spec.modality_specific_depth, ("x",), 0, total)
+        self.video_blocks = parts.blocks(spec, spec.modality_specific_depth, ("x",), 0, total)
+        self.shared_blocks = parts.blocks(spec, spec.shared_depth, (JOINT, AUDIO, VIDEO), spec.modality_specific_depth, total)
         self.norm = nn.ModuleDict({s: nn.LayerNorm(d, eps=spec.norm_eps) for s in (JOINT, AUDIO, VIDEO)})
         self._init_weights()
 
@@ -73,19 +69,21 @@ class AudioVisualEncoder(nn.Module):
     def embed_dim(self) -> int:
         return self.spec.embed_dim
 
-    def _run(self, x: Tensor, blocks: nn.ModuleList, stream: str) -> Tensor:
-        for blk in blocks:
-            x = blk(x, stream)
-        return x
-
     def _specific(self, audio: Tensor, video: Tensor, mask_ratio_audio: float, mask_ratio_video: float):
         a = self.audio_tokenizer(audio) + self.audio_modality  # (B, Na, D)
         v = self.video_tokenizer(video) + self.video_modality  # (B, Nv, D)
         a, a_keep, a_mask = drop_tokens(a, mask_ratio_audio)  # (B, Ka, D)
         v, v_keep, v_mask = drop_tokens(v, mask_ratio_video)  # (B, Kv, D)
-        a = self._run(a, self.audio_blocks, "x")
-        v = self._run(v, self.video_blocks, "x")
+        a = parts.run(self.audio_tokenizer.cls(a), self.audio_blocks)  # (B, Pa + Ka, D)
+        v = parts.run(self.video_tokenizer.cls(v), self.video_blocks)  # (B, Pv + Kv, D)
         return a, v, (a_keep, a_mask, v_keep, v_mask)
+
+    def _joint(self, a: Tensor, v: Tensor) -> Tensor:
+        """Joint stream of both modalities without class tokens: ``[B, Ka + Kv, D]``."""
+        joint = self.norm[JOINT](parts.run(torch.cat([a, v], dim=1), self.shared_blocks, JOINT))
+        pa, pv = self.audio_tokenizer.num_prefix_tokens, self.video_tokenizer.num_prefix_tokens
+        ka = a.shape[1] - pa
+        return torch.cat([joint[:, pa : pa + ka], joint[:, pa + ka + pv :]], dim=1)
 
     def forward_features(
         self, audio: Tensor, video: Tensor, mask_ratio_audio: float = 0.0, mask_ratio_video: float = 0.0
@@ -99,36 +97,38 @@ class AudioVisualEncoder(nn.Module):
             mask_ratio_video: fraction of video tokens dropped before the encoder.
         """
         a, v, (a_keep, a_mask, v_keep, v_mask) = self._specific(audio, video, mask_ratio_audio, mask_ratio_video)
-        joint = self.norm[JOINT](self._run(torch.cat([a, v], dim=1), self.shared_blocks, JOINT))
-        a = self.norm[AUDIO](self._run(a, self.shared_blocks, AUDIO))
-        v = self.norm[VIDEO](self._run(v, self.shared_blocks, VIDEO))
-        return {
+        joint = self._joint(a, v)
+        a_cls, a = parts.split_prefix(self.norm[AUDIO](parts.run(a, self.shared_blocks, AUDIO)), self.audio_tokenizer.num_prefix_tokens)
+        v_cls, v = parts.split_prefix(self.norm[VIDEO](parts.run(v, self.shared_blocks, VIDEO)), self.video_tokenizer.num_prefix_tokens)
+        out = {
             "audio_tokens": a,
             "video_tokens": v,
             "joint_tokens": joint,
-            "audio_embedding": a.mean(dim=1),
-            "video_embedding": v.mean(dim=1),
-            "joint_embedding": joint.mean(dim=1),
+            "audio_embedding": parts.mean_pool(a),
+            "video_embedding": parts.mean_pool(v),
+            "joint_embedding": parts.mean_pool(joint),
             "audio_idx_keep": a_keep,
             "audio_idx_mask": a_mask,
             "video_idx_keep": v_keep,
             "video_idx_mask": v_mask,
         }
+        if self.spec.cls_token:
+            out.update(audio_cls_token=a_cls[:, 0], video_cls_token=v_cls[:, 0])
+        return out
 
     def encode_audio(self, audio: Tensor) -> Tensor:
         """Clip embedding from audio alone: ``[B, 1, frames, mels] -> [B, D]``."""
-        a = self.audio_tokenizer(audio) + self.audio_modality
-        a = self._run(self._run(a, self.audio_blocks, "x"), self.shared_blocks, AUDIO)
-        return self.norm[AUDIO](a).mean(dim=1)
+        a = self.audio_tokenizer.cls(self.audio_tokenizer(audio) + self.audio_modality)
+        a = parts.run(parts.run(a, self.audio_blocks), self.shared_blocks, AUDIO)
+        return parts.mean_pool(parts.split_prefix(self.norm[AUDIO](a), self.audio_tokenizer.num_prefix_tokens)[1])
 
     def encode_video(self, video: Tensor) -> Tensor:
         """Clip embedding from video alone: ``[B, 3, T, S, S] -> [B, D]``."""
-        v = self.video_tokenizer(video) + self.video_modality
-        v = self._run(self._run(v, self.video_blocks, "x"), self.shared_blocks, VIDEO)
-        return self.norm[VIDEO](v).mean(dim=1)
+        v = self.video_tokenizer.cls(self.video_tokenizer(video) + self.video_modality)
+        v = parts.run(parts.run(v, self.video_blocks), self.shared_blocks, VIDEO)
+        return parts.mean_pool(parts.split_prefix(self.norm[VIDEO](v), self.video_tokenizer.num_prefix_tokens)[1])
 
     def encode_joint(self, audio: Tensor, video: Tensor) -> Tensor:
         """Joint clip embedding (mean of the joint stream): ``-> [B, D]``."""
         a, v, _ = self._specific(audio, video, 0.0, 0.0)
-        joint = self._run(torch.cat([a, v], dim=1), self.shared_blocks, JOINT)
-        return self.norm[JOINT](joint).mean(dim=1)
+        return parts.mean_pool(self._joint(a, v))

@@ -7,11 +7,15 @@ explicit, nothing depends on a recipe or on the data pipeline at load time.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Optional
 
 
 @dataclass
 class BackboneSpec:
-    """Architecture of `AudioVisualEncoder` (CAV-MAE layout: modality-specific then shared layers).
+    """Architecture of an audio-visual encoder; `build_encoder` picks the class from `kind`.
+
+    Every field added after the first exports has a default that reproduces the encoder those
+    exports were written with, so a ``config.yaml`` without the newer keys still loads.
 
     Attributes:
         embed_dim: token width D.
@@ -27,6 +31,20 @@ class BackboneSpec:
         num_frames: video frames of one clip.
         frame_size: square frame side in pixels.
         video_patch: (time, height, width) tubelet size; time 1 means per-frame patches.
+        kind: encoder layout: "cav_mae" (modality-specific then shared layers,
+            `AudioVisualEncoder`), "shared" (one transformer for both modalities, `SharedEncoder`;
+            depth = modality_specific_depth + shared_depth) or "bottleneck" (MBT,
+            `BottleneckFusionEncoder`; modality_specific_depth layers before fusion,
+            shared_depth fusion layers).
+        drop_path: stochastic-depth rate of the last layer, growing linearly from 0 (0: off).
+        layer_scale_init: LayerScale initial value (None: no LayerScale).
+        attention: attention kernel, "sdpa" (fused) or "math" (matmul + softmax, benchmarks).
+        audio_patch_stride: (frequency, time) stride of the audio patches; None means the patch
+            size (no overlap).
+        cls_token: prepend a learned class token per modality (XKD); it is not masked and not
+            part of the ``*_tokens`` outputs.
+        pos_embed: "sincos" (fixed, CAV-MAE) or "learned" (trunc-normal 0.02, XKD).
+        num_bottlenecks: fusion bottleneck tokens of the "bottleneck" kind (MBT: 4).
     """
 
     embed_dim: int = 768
@@ -42,3 +60,11 @@ class BackboneSpec:
     num_frames: int = 1
     frame_size: int = 224
     video_patch: list[int] = field(default_factory=lambda: [1, 16, 16])
+    kind: str = "cav_mae"
+    drop_path: float = 0.0
+    layer_scale_init: Optional[float] = None
+    attention: str = "sdpa"
+    audio_patch_stride: Optional[list[int]] = None
+    cls_token: bool = False
+    pos_embed: str = "sincos"
+    num_bottlenecks: int = 4

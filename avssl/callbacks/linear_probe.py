@@ -19,6 +19,7 @@ import pytorch_lightning as pl
 import torch
 
 from avssl.backbones.encoder import AudioVisualEncoder
+from avssl.backbones.registry import build_encoder
 from avssl.evaluation.linear_probe import FEATURE_SETS, linear_probe
 from datamodules.labeled import LabeledClipDataModule
 
@@ -67,7 +68,7 @@ class LinearProbeCallback(pl.Callback):
         if self.random_init_baseline:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(self.seed)
-                fresh = AudioVisualEncoder(pl_module.backbone.spec).to(pl_module.device)
+                fresh = build_encoder(pl_module.backbone.spec).to(pl_module.device)
             self._record(trainer, pl_module, "random_init", self._probe(fresh, pl_module.device))
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

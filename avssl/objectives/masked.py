@@ -91,6 +91,7 @@ class MaskedReconstruction(Objective):
             backbone.spec.norm_eps,
         )
         self.audio_patch = backbone.audio_tokenizer.patch
+        self.audio_stride = backbone.audio_tokenizer.stride
         self.video_patch = backbone.video_tokenizer.patch
         self.norm_pix_loss = norm_pix_loss
         self.audio_weight = audio_weight
@@ -105,7 +106,7 @@ class MaskedReconstruction(Objective):
                 )
         audio_pred, video_pred = self.decoder(out["joint_tokens"], out["audio_idx_keep"], out["video_idx_keep"])
         audio_loss = masked_patch_mse(
-            audio_pred, spectrogram_patches(batch["audio"], self.audio_patch), out["audio_idx_mask"], self.norm_pix_loss
+            audio_pred, spectrogram_patches(batch["audio"], self.audio_patch, self.audio_stride), out["audio_idx_mask"], self.norm_pix_loss
         )
         video_loss = masked_patch_mse(
             video_pred, tubelet_patches(batch["video"], self.video_patch), out["video_idx_mask"], self.norm_pix_loss

@@ -1,0 +1,76 @@
+"""Builders of the parts every encoder kind shares: tokenizers, blocks and prefix handling.
+
+Each encoder (`AudioVisualEncoder`, `SharedEncoder`, `BottleneckFusionEncoder`) builds its
+tokenizers and blocks here from a `BackboneSpec`, so an option such as drop-path or a class token
+means the same thing in every layout.
+
+Shape letters: B batch, N tokens, K visible tokens, P prefix (class) tokens, D width.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import Tensor, nn
+
+from avssl.backbones.block import Block, drop_path_rates
+from avssl.backbones.spec import BackboneSpec
+from avssl.backbones.tokenizers import SpectrogramPatchTokenizer, TubeletTokenizer
+
+
+def audio_tokenizer(spec: BackboneSpec) -> SpectrogramPatchTokenizer:
+    return SpectrogramPatchTokenizer(
+        spec.num_mel_bins,
+        spec.audio_frames,
+        spec.audio_patch,
+        spec.embed_dim,
+        stride=spec.audio_patch_stride,
+        cls_token=spec.cls_token,
+        pos_embed=spec.pos_embed,
+    )
+
+
+def video_tokenizer(spec: BackboneSpec) -> TubeletTokenizer:
+    return TubeletTokenizer(
+        spec.num_frames, spec.frame_size, spec.video_patch, spec.embed_dim, cls_token=spec.cls_token, pos_embed=spec.pos_embed
+    )
+
+
+def blocks(spec: BackboneSpec, depth: int, streams: Sequence[str] = ("x",), first: int = 0, total: int | None = None) -> nn.ModuleList:
+    """``depth`` blocks at positions ``first .. first + depth - 1`` of a ``total``-deep stack.
+
+    The position sets each block's drop-path rate (linear from 0 to ``spec.drop_path``).
+    """
+    total = depth if total is None else total
+    rates = drop_path_rates(spec.drop_path, total)[first : first + depth]
+    return nn.ModuleList(
+        Block(
+            spec.embed_dim,
+            spec.num_heads,
+            spec.mlp_ratio,
+            spec.qkv_bias,
+            spec.norm_eps,
+            tuple(streams),
+            drop_path=rate,
+            init_values=spec.layer_scale_init,
+            attention=spec.attention,
+        )
+        for rate in rates
+    )
+
+
+def run(x: Tensor, stack: nn.ModuleList, stream: str = "x") -> Tensor:
+    """Runs ``x [B, N, D]`` through every block of ``stack`` on ``stream``."""
+    for blk in stack:
+        x = blk(x, stream)
+    return x
+
+
+def split_prefix(x: Tensor, num_prefix: int) -> tuple[Tensor, Tensor]:
+    """``[B, P + K, D] -> (prefix [B, P, D], tokens [B, K, D])``."""
+    return x[:, :num_prefix], x[:, num_prefix:]
+
+
+def mean_pool(tokens: Tensor) -> Tensor:
+    """``[B, K, D] -> [B, D]``."""
+    return tokens.mean(dim=1)

@@ -1,0 +1,134 @@
+"""Encoder kinds and named backbone presets.
+
+`build_encoder(spec)` turns a `BackboneSpec` into the encoder class its ``kind`` names; export,
+loading and the LightningModule all go through it. `create_backbone("<family>_<size>")` builds a
+published layout at one of the sizes of `BACKBONE_SIZES` (tiny, small, base, large):
+
+- ``cav_mae``: CAV-MAE (arXiv:2210.07839): 11 modality-specific + 1 shared layer at base, 1024 x
+  128 fbank, one 224 px frame, sin-cos positions, no class token.
+- ``shared`` (alias ``vatt_shared``): VATT's modality-agnostic UniT (arXiv:2104.11178): one stack
+  of the size's full depth for both modalities, CAV-MAE inputs.
+- ``mbt``: MBT (arXiv:2107.00135, scenic `configs/audioset/balanced_audioset_base.py`): fusion
+  from layer 8 of 12 (two thirds of the depth at other sizes), 4 bottlenecks, 8 s of 100 fps x
+  128-mel spectrogram, 32 frames with 2 x 16 x 16 tubelets.
+- ``xkd``: XKD's encoders (arXiv:2211.13929, `pritamqu/XKD@806c75d0` `codes/train/models/xkd.py`
+  and its configs): separate audio and video ViTs (no shared layer), qkv without bias, 80 mels x
+  448 frames in 4 x 16 patches (20 x 28 = 560 tokens), 32 frames of 112 px in 4 x 16 x 16
+  tubelets (392 tokens), class tokens and learned positions.
+
+Examples:
+    >>> import avssl
+    >>> model = avssl.create_backbone("xkd_tiny")
+    >>> model = avssl.create_backbone("mbt_base", num_bottlenecks=8)
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Any, Callable
+
+from torch import nn
+
+from avssl.backbones.encoder import AudioVisualEncoder
+from avssl.backbones.fusion import BottleneckFusionEncoder
+from avssl.backbones.shared import SharedEncoder
+from avssl.backbones.sizes import BACKBONE_SIZES
+from avssl.backbones.spec import BackboneSpec
+
+ENCODER_KINDS: dict[str, type[nn.Module]] = {
+    "cav_mae": AudioVisualEncoder,
+    "shared": SharedEncoder,
+    "bottleneck": BottleneckFusionEncoder,
+}
+
+
+def build_encoder(spec: BackboneSpec) -> nn.Module:
+    """The encoder of ``spec.kind`` built from ``spec``.
+
+    Raises:
+        ValueError: unknown ``spec.kind``.
+    """
+    if spec.kind not in ENCODER_KINDS:
+        raise ValueError(f"backbone kind={spec.kind!r} is unknown; valid kinds: {sorted(ENCODER_KINDS)}")
+    return ENCODER_KINDS[spec.kind](spec)
+
+
+def _cav_mae(size: dict[str, int]) -> dict[str, Any]:
+    return {"kind": "cav_mae", **size}
+
+
+def _shared(size: dict[str, int]) -> dict[str, Any]:
+    return {"kind": "shared", **size}
+
+
+def _mbt(size: dict[str, int]) -> dict[str, Any]:
+    depth = size["modality_specific_depth"] + size["shared_depth"]
+    before = round(depth * 8 / 12)  # MBT-B fuses from layer 8 of 12
+    return {
+        **size,
+        "kind": "bottleneck",
+        "modality_specific_depth": before,
+        "shared_depth": depth - before,
+        "num_bottlenecks": 4,
+        "audio_frames": 800,  # (100, 128) per second x 8 s
+        "num_frames": 32,
+        "video_patch": [2, 16, 16],
+    }
+
+
+def _xkd(size: dict[str, int]) -> dict[str, Any]:
+    return {
+        **size,
+        "kind": "cav_mae",
+        "modality_specific_depth": size["modality_specific_depth"] + size["shared_depth"],
+        "shared_depth": 0,  # XKD has no shared layer: two independent ViTs
+        "qkv_bias": False,
+        "num_mel_bins": 80,
+        "audio_frames": 448,
+        "audio_patch": [4, 16],
+        "num_frames": 32,
+        "frame_size": 112,
+        "video_patch": [4, 16, 16],
+        "cls_token": True,
+        "pos_embed": "learned",
+    }
+
+
+BACKBONE_FAMILIES: dict[str, Callable[[dict[str, int]], dict[str, Any]]] = {
+    "cav_mae": _cav_mae,
+    "shared": _shared,
+    "vatt_shared": _shared,
+    "mbt": _mbt,
+    "xkd": _xkd,
+}
+
+BACKBONE_PRESETS: list[str] = [f"{family}_{size}" for family in BACKBONE_FAMILIES for size in BACKBONE_SIZES]
+
+
+def preset_spec(name: str, **overrides: Any) -> BackboneSpec:
+    """The `BackboneSpec` of a preset such as ``"mbt_base"``, with fields replaced by ``overrides``.
+
+    Raises:
+        ValueError: unknown preset name or override key (the message lists the valid ones).
+    """
+    family, _, size = name.rpartition("_")
+    if family not in BACKBONE_FAMILIES or size not in BACKBONE_SIZES:
+        raise ValueError(f"unknown backbone {name!r}; valid names: {BACKBONE_PRESETS}")
+    known = {f.name for f in fields(BackboneSpec)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(f"unknown backbone override(s) {unknown} for {name!r}; valid keys: {sorted(known)}")
+    return BackboneSpec(**{**BACKBONE_FAMILIES[family](dict(BACKBONE_SIZES[size])), **overrides})
+
+
+def create_backbone(name: str, **overrides: Any) -> nn.Module:
+    """A randomly initialised encoder of a named preset (see the module docstring).
+
+    Args:
+        name: ``"<family>_<size>"``, e.g. ``"cav_mae_base"``, ``"xkd_small"``, ``"mbt_tiny"``.
+        **overrides: `BackboneSpec` fields to change, e.g. ``drop_path=0.1``.
+
+    Raises:
+        ValueError: unknown name or override key.
+    """
+    return build_encoder(preset_spec(name, **overrides))

@@ -1,0 +1,116 @@
+"""Modality-agnostic encoder: one transformer shared by audio and video (VATT's "UniT").
+
+Akbari et al., "VATT: Transformers for Multimodal Self-Supervised Learning from Raw Video, Audio
+and Text", NeurIPS 2021, arXiv:2104.11178 (`google-research/google-research:vatt`,
+`configs/unified.py::UniTBase`): a single ViT-B stack encodes every modality; only the tokenizers
+(and here the modality-type embeddings and final norms) are modality-specific.
+
+Deviations: VATT tokenizes raw waveforms (and text); we keep this project's spectrogram and
+tubelet tokenizers. The joint stream (the same stack run on audio + video tokens together) is ours,
+so the output contract matches `AudioVisualEncoder`. Depth is ``modality_specific_depth +
+shared_depth`` of the spec, so the named sizes keep their layer count.
+
+Shape letters: B batch, Na / Nv audio / video tokens, Ka / Kv visible tokens, D width.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from avssl.backbones import parts
+from avssl.backbones.masking import drop_tokens
+from avssl.backbones.spec import BackboneSpec
+
+JOINT, AUDIO, VIDEO = "av", "a", "v"
+
+
+class SharedEncoder(nn.Module):
+    """One transformer for both modalities, built from a `BackboneSpec` with ``kind="shared"``.
+
+    Outputs of `forward_features`: the same keys as `AudioVisualEncoder.forward_features`;
+    ``joint_tokens [B, Ka + Kv, D]`` comes from running the shared stack on the concatenated
+    audio and video tokens.
+    """
+
+    def __init__(self, spec: BackboneSpec):
+        super().__init__()
+        self.spec = spec
+        d = spec.embed_dim
+        self.audio_tokenizer = parts.audio_tokenizer(spec)
+        self.video_tokenizer = parts.video_tokenizer(spec)
+        self.audio_modality = nn.Parameter(torch.zeros(1, 1, d))
+        self.video_modality = nn.Parameter(torch.zeros(1, 1, d))
+        self.blocks = parts.blocks(spec, spec.modality_specific_depth + spec.shared_depth)
+        self.norm = nn.ModuleDict({s: nn.LayerNorm(d, eps=spec.norm_eps) for s in (JOINT, AUDIO, VIDEO)})
+        _init_weights(self)
+
+    @property
+    def embed_dim(self) -> int:
+        return self.spec.embed_dim
+
+    def _tokens(self, audio: Tensor, video: Tensor, mask_ratio_audio: float, mask_ratio_video: float):
+        a, a_keep, a_mask = drop_tokens(self.audio_tokenizer(audio) + self.audio_modality, mask_ratio_audio)  # (B, Ka, D)
+        v, v_keep, v_mask = drop_tokens(self.video_tokenizer(video) + self.video_modality, mask_ratio_video)  # (B, Kv, D)
+        return self.audio_tokenizer.cls(a), self.video_tokenizer.cls(v), (a_keep, a_mask, v_keep, v_mask)
+
+    def _joint(self, a: Tensor, v: Tensor) -> Tensor:
+        joint = self.norm[JOINT](parts.run(torch.cat([a, v], dim=1), self.blocks))  # (B, Pa + Ka + Pv + Kv, D)
+        pa, pv = self.audio_tokenizer.num_prefix_tokens, self.video_tokenizer.num_prefix_tokens
+        ka = a.shape[1] - pa
+        return torch.cat([joint[:, pa : pa + ka], joint[:, pa + ka + pv :]], dim=1)  # (B, Ka + Kv, D)
+
+    def forward_features(
+        self, audio: Tensor, video: Tensor, mask_ratio_audio: float = 0.0, mask_ratio_video: float = 0.0
+    ) -> dict[str, Tensor]:
+        """Encodes a batch of clips (arguments as in `AudioVisualEncoder.forward_features`)."""
+        a, v, (a_keep, a_mask, v_keep, v_mask) = self._tokens(audio, video, mask_ratio_audio, mask_ratio_video)
+        joint = self._joint(a, v)
+        a_cls, a = parts.split_prefix(self.norm[AUDIO](parts.run(a, self.blocks)), self.audio_tokenizer.num_prefix_tokens)
+        v_cls, v = parts.split_prefix(self.norm[VIDEO](parts.run(v, self.blocks)), self.video_tokenizer.num_prefix_tokens)
+        out = {
+            "audio_tokens": a,
+            "video_tokens": v,
+            "joint_tokens": joint,
+            "audio_embedding": parts.mean_pool(a),
+            "video_embedding": parts.mean_pool(v),
+            "joint_embedding": parts.mean_pool(joint),
+            "audio_idx_keep": a_keep,
+            "audio_idx_mask": a_mask,
+            "video_idx_keep": v_keep,
+            "video_idx_mask": v_mask,
+        }
+        if self.spec.cls_token:
+            out.update(audio_cls_token=a_cls[:, 0], video_cls_token=v_cls[:, 0])
+        return out
+
+    def encode_audio(self, audio: Tensor) -> Tensor:
+        """Clip embedding from audio alone: ``[B, 1, frames, mels] -> [B, D]``."""
+        a = self.audio_tokenizer.cls(self.audio_tokenizer(audio) + self.audio_modality)
+        a = self.norm[AUDIO](parts.run(a, self.blocks))
+        return parts.mean_pool(parts.split_prefix(a, self.audio_tokenizer.num_prefix_tokens)[1])
+
+    def encode_video(self, video: Tensor) -> Tensor:
+        """Clip embedding from video alone: ``[B, 3, T, S, S] -> [B, D]``."""
+        v = self.video_tokenizer.cls(self.video_tokenizer(video) + self.video_modality)
+        v = self.norm[VIDEO](parts.run(v, self.blocks))
+        return parts.mean_pool(parts.split_prefix(v, self.video_tokenizer.num_prefix_tokens)[1])
+
+    def encode_joint(self, audio: Tensor, video: Tensor) -> Tensor:
+        """Joint clip embedding (mean of the joint stream): ``-> [B, D]``."""
+        a, v, _ = self._tokens(audio, video, 0.0, 0.0)
+        return parts.mean_pool(self._joint(a, v))
+
+
+def _init_weights(model: nn.Module) -> None:
+    # The MAE / CAV-MAE policy of `AudioVisualEncoder._init_weights`.
+    nn.init.normal_(model.audio_modality, std=0.02)
+    nn.init.normal_(model.video_modality, std=0.02)
+    for proj in (model.audio_tokenizer.proj, model.video_tokenizer.proj):
+        nn.init.xavier_uniform_(proj.weight.view(proj.weight.shape[0], -1))
+        nn.init.zeros_(proj.bias)
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
