@@ -30,9 +30,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from avssl.backbones import create_backbone  # noqa: E402
+from avssl.backbones import create_backbone
 
 
 def _peak_rss_mb() -> float:
