@@ -95,6 +95,9 @@ class BackboneConfig:
     cls_token: bool = False  # XKD: true
     pos_embed: str = field(default="sincos", metadata=one_of(POS_EMBEDS))  # XKD: learned
     num_bottlenecks: int = field(default=4, metadata=non_negative())  # kind=bottleneck only (MBT: 4)
+    # an avssl export (e.g. from `python -m avssl.convert`) whose weights start the backbone; its
+    # architecture must match this section's (the MAE decoder and heads still start from scratch)
+    init_from: Optional[str] = None
 
     def resolve(self, pre: Preprocessing) -> BackboneSpec:
         """The full architecture for inputs shaped by `pre`."""

@@ -13,7 +13,7 @@ import logging
 import sys
 import time
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -22,10 +22,12 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 
+from avssl.backbones.spec import BackboneSpec
 from avssl.callbacks import DataReportCallback, LinearProbeCallback
 from avssl.config import ConfigError, PretrainConfig, load_config, to_yaml
 from avssl.evaluation.linear_probe import FEATURE_SETS
 from avssl.export import export_encoder
+from avssl.loading import load_backbone
 from avssl.module import AVPretrainModule
 from datamodules.demo import ensure_demo_clips
 from datamodules.errors import ClipError, DataPathError, DataSourceError, NoUsableClipsError
@@ -85,6 +87,28 @@ def _resume_checkpoint(config: PretrainConfig) -> str | None:
     return config.run.resume
 
 
+# Fields that change no parameter: an export trained with other values still fits the recipe.
+_TRAINING_ONLY_FIELDS = {"drop_path", "attention"}
+
+
+def _init_backbone(module: AVPretrainModule, export: str) -> None:
+    """Loads an export's weights into the module's backbone, after checking the architectures match."""
+    try:
+        pretrained = load_backbone(export)
+    except (FileNotFoundError, ValueError) as err:
+        raise ConfigError(f"backbone.init_from={export}: {err}") from None
+    ours, theirs = module.backbone.spec, pretrained.encoder.spec
+    differ = [f"{f.name} (export: {getattr(theirs, f.name)}, recipe: {getattr(ours, f.name)})"
+              for f in fields(BackboneSpec)
+              if f.name not in _TRAINING_ONLY_FIELDS and getattr(theirs, f.name) != getattr(ours, f.name)]
+    if differ:
+        raise ConfigError(f"backbone.init_from={export}: the export's architecture differs from the recipe's in "
+                          f"{'; '.join(differ)}. Set backbone.* and data.preprocessing.* to match (a converted "
+                          "CAV-MAE checkpoint matches recipe=cav_mae).")
+    module.backbone.load_state_dict(pretrained.encoder.state_dict())
+    log.info("backbone initialised from %s", export)
+
+
 def run(config: PretrainConfig) -> RunResult:
     """Pretrains as `config` says and exports the backbone.
 
@@ -95,6 +119,8 @@ def run(config: PretrainConfig) -> RunResult:
     started = time.perf_counter()
     pl.seed_everything(config.run.seed, workers=True, verbose=False)
     module = AVPretrainModule(config)  # builds and checks every objective before any data work
+    if config.backbone.init_from is not None:
+        _init_backbone(module, config.backbone.init_from)
     source, probe_root = _sources(config)
     pre = config.data.preprocessing
     data = config.data

@@ -8,8 +8,8 @@ frames per clip with per-frame patches), and for each size x frame count times o
 of the encoder alone (``forward_features`` then ``backward`` of the sum of the joint tokens) with
 ``attention="sdpa"`` and then ``attention="math"`` in the same process. On
 CUDA the step runs under bf16 autocast and peak memory comes from
-``torch.cuda.max_memory_allocated``; on CPU it is the process's peak RSS growth (coarse: RSS
-never shrinks). Prints median and min-max samples/s per setting and the SDPA/math ratio, and
+``torch.cuda.max_memory_allocated``; on CPU each setting runs in a fresh process and peak memory
+is its peak RSS above the RSS after warm-up (so it counts activations and gradients, not weights). Prints median and min-max samples/s per setting and the SDPA/math ratio, and
 writes the figures as JSON (``--out``).
 
 The CPU defaults (batch 2, 3 repeats, ``--sizes tiny``) finish in minutes; ``base`` at 16 frames
@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import platform
 import resource
 import statistics
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -35,6 +37,11 @@ from avssl.backbones import create_backbone
 
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * resource.getpagesize() / 2**20
 
 
 def _step(model: torch.nn.Module, audio: torch.Tensor, video: torch.Tensor, mask_ratio: float, autocast) -> None:
@@ -56,7 +63,7 @@ def measure(size: str, frames: int, attention: str, args: argparse.Namespace) ->
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    rss_before = _peak_rss_mb()
+    rss_before = _rss_mb()  # model, inputs and allocator caches after warm-up
     rates = []
     for _ in range(args.repeats):
         start = time.perf_counter()
@@ -84,7 +91,11 @@ def main(argv: list[str] | None = None) -> int:
         for frames in args.frames:
             row = {"size": size, "frames": frames}
             for attention in ("sdpa", "math"):
-                r = measure(size, frames, attention, args)
+                if args.device == "cpu":  # a fresh process per setting, so its peak RSS is its own
+                    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+                        r = pool.submit(measure, size, frames, attention, args).result()
+                else:
+                    r = measure(size, frames, attention, args)
                 s = r["samples_per_s"]
                 row[attention] = {"median": statistics.median(s), "min": min(s), "max": max(s), "peak_mem_mb": r["peak_mem_mb"]}
             row["sdpa_over_math"] = row["sdpa"]["median"] / row["math"]["median"]

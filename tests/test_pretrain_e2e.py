@@ -180,3 +180,21 @@ def test_resume_from_a_missing_checkpoint_is_a_clear_error(demo, tmp_path, capsy
     assert pretrain_main(args) == 2
     err = capsys.readouterr().err
     assert "run.resume" in err and "Traceback" not in err
+
+
+def test_pretraining_can_start_from_an_export(run, demo, tmp_path, capsys):
+    source = avssl.load_backbone(run / "export").encoder.state_dict()
+    common = [*TINY, f"data.root={demo.unlabeled}", "probe.enabled=false", "trainer.max_steps=1",
+              "optim.lr=1e-12", "optim.weight_decay=0"]
+    started = tmp_path / "from-export"
+    assert pretrain_main([*common, f"run.dir={started}", f"backbone.init_from={run / 'export'}"]) == 0
+    fresh = tmp_path / "fresh"
+    assert pretrain_main([*common, f"run.dir={fresh}"]) == 0
+    for run_dir, same in ((started, True), (fresh, False)):
+        weights = avssl.load_backbone(run_dir / "export").encoder.state_dict()
+        close = all(torch.allclose(weights[k], source[k], atol=1e-6) for k in source)
+        assert close == same, run_dir.name
+    wider = [*common, f"run.dir={tmp_path / 'bad'}", f"backbone.init_from={run / 'export'}", "backbone.embed_dim=64"]
+    assert pretrain_main(wider) == 2
+    err = capsys.readouterr().err
+    assert "embed_dim (export: 32, recipe: 64)" in err and "Traceback" not in err
