@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from avssl.backbones.block import ATTENTION_KERNELS
+from avssl.backbones.cnn import AUDIO_TOWERS, VIDEO_TOWERS
 from avssl.backbones.registry import ENCODER_KINDS
 from avssl.backbones.sizes import BACKBONE_SIZES
 from avssl.backbones.spec import BackboneSpec
@@ -98,6 +99,8 @@ class BackboneConfig:
     # an avssl export (e.g. from `python -m avssl.convert`) whose weights start the backbone; its
     # architecture must match this section's (the MAE decoder and heads still start from scratch)
     init_from: Optional[str] = None
+    video_tower: str = field(default="r2plus1d_18", metadata=one_of(VIDEO_TOWERS))  # kind=cnn only
+    audio_tower: str = field(default="resnet18", metadata=one_of(AUDIO_TOWERS))  # kind=cnn only
 
     def resolve(self, pre: Preprocessing) -> BackboneSpec:
         """The full architecture for inputs shaped by `pre`."""
@@ -131,6 +134,8 @@ class BackboneConfig:
             cls_token=self.cls_token,
             pos_embed=self.pos_embed,
             num_bottlenecks=self.num_bottlenecks,
+            video_tower=self.video_tower,
+            audio_tower=self.audio_tower,
         )
 
 
@@ -272,6 +277,19 @@ def _check_data(data: DataConfig) -> None:
                           "(data.root=DIR is the shorthand for a folder source).")
 
 
+def _check_cnn(config: PretrainConfig) -> None:
+    """CNN towers see whole inputs: no token masking, no masked reconstruction."""
+    if config.backbone.kind != "cnn":
+        return
+    masking = config.masking
+    if masking.audio_ratio or masking.video_ratio:
+        raise ConfigError(f"backbone.kind=cnn with masking.audio_ratio={masking.audio_ratio}, masking.video_ratio="
+                          f"{masking.video_ratio}: CNN towers do not drop tokens; set both to 0.")
+    if config.objectives.get("masked_reconstruction", {}).get("weight", 1.0):
+        raise ConfigError("backbone.kind=cnn with objectives.masked_reconstruction: masked reconstruction needs a "
+                          "transformer backbone; remove it or set its weight to 0.")
+
+
 def _check_objectives(objectives: dict[str, Any]) -> None:
     from avssl.objectives import check_objective_config
 
@@ -312,6 +330,7 @@ def load_config(args: list[str]) -> PretrainConfig:
         raise _explain_omegaconf_error(err, "the merged config") from None
     _check_constraints(config, "")
     _check_data(config.data)
+    _check_cnn(config)
     _check_objectives(config.objectives)
     config.backbone.resolve(config.data.preprocessing)
     return config

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from avssl.backbones.registry import build_encoder
 from avssl.config import PretrainConfig, from_dict
 from avssl.objectives import build_objective
+from avssl.objectives.registry import DEFAULT_WEIGHT
 from avssl.optim import build_optimizer, build_scheduler
 
 
@@ -38,10 +39,9 @@ class AVPretrainModule(pl.LightningModule):
         self.objectives = nn.ModuleDict()
         self.weights: dict[str, float] = {}
         for name, params in config.objectives.items():
-            objective, weight = build_objective(name, dict(params), self.backbone)
-            if weight > 0:
-                self.objectives[name] = objective
-                self.weights[name] = weight
+            if not dict(params).get("weight", DEFAULT_WEIGHT):
+                continue  # turned off: not built at all (it may need parts this backbone lacks)
+            self.objectives[name], self.weights[name] = build_objective(name, dict(params), self.backbone)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
         batch_size = batch["video"].shape[0]

@@ -5,17 +5,22 @@ import dataclasses
 import pytest
 import torch
 
-from avssl.backbones.cnn import AUDIO_TOWERS, VIDEO_TOWERS, CNNAudioVisualEncoder, CNNSpec
+from avssl.backbones.cnn import AUDIO_TOWERS, VIDEO_TOWERS, CNNAudioVisualEncoder
+from avssl.backbones.spec import BackboneSpec
 
 
 def inputs(batch: int = 2):
     return torch.randn(batch, 1, 64, 32), torch.randn(batch, 3, 4, 32, 32)  # fbank 64 x 32, 4 frames 32 px
 
 
-SPECS = [CNNSpec(audio_arch="resnet18"), CNNSpec(audio_arch="l3_vgg", embed_dim=16)]  # both towers, both heads
+def cnn_spec(**fields) -> BackboneSpec:
+    return BackboneSpec(**{"kind": "cnn", "embed_dim": 512, **fields})
 
 
-@pytest.fixture(scope="module", params=SPECS, ids=lambda s: f"{s.audio_arch}-{s.embed_dim}")
+SPECS = [cnn_spec(audio_tower="resnet18"), cnn_spec(audio_tower="l3_vgg", embed_dim=16)]  # both towers, both heads
+
+
+@pytest.fixture(scope="module", params=SPECS, ids=lambda s: f"{s.audio_tower}-{s.embed_dim}")
 def encoder(request):
     torch.manual_seed(0)
     return CNNAudioVisualEncoder(request.param)
@@ -24,7 +29,7 @@ def encoder(request):
 def test_output_shapes_and_finite(encoder):
     audio, video = inputs()
     d = encoder.embed_dim
-    assert d == (encoder.spec.embed_dim or 512)
+    assert d == encoder.spec.embed_dim
     out = encoder.forward_features(audio, video)
     for name in ("audio", "video", "joint"):
         assert out[f"{name}_embedding"].shape == (2, d)
@@ -56,7 +61,7 @@ def test_encode_methods_match_forward_features(encoder):
 
 def test_spec_and_state_dict_round_trip(encoder):
     encoder.eval()
-    rebuilt = CNNAudioVisualEncoder(CNNSpec(**dataclasses.asdict(encoder.spec))).eval()
+    rebuilt = CNNAudioVisualEncoder(BackboneSpec(**dataclasses.asdict(encoder.spec))).eval()
     rebuilt.load_state_dict(encoder.state_dict())
     audio, video = inputs()
     with torch.no_grad():
@@ -67,19 +72,17 @@ def test_spec_and_state_dict_round_trip(encoder):
 
 @pytest.mark.parametrize("ratios", [(0.75, 0.0), (0.0, 0.5)])
 def test_masking_is_rejected(ratios):
-    enc = CNNAudioVisualEncoder(CNNSpec(audio_arch="l3_vgg"))
+    enc = CNNAudioVisualEncoder(cnn_spec(audio_tower="l3_vgg"))
     with pytest.raises(ValueError, match="CNN towers do not drop tokens"):
         enc.forward_features(*inputs(1), *ratios)
 
 
 def test_bad_spec_and_inputs_raise_readable_errors():
-    with pytest.raises(ValueError, match=r"audio_arch='vggish' is unknown; choose one of \['l3_vgg', 'resnet18'\]"):
-        CNNSpec(audio_arch="vggish")
-    with pytest.raises(ValueError, match="video_arch='r3d_18' is unknown"):
-        CNNSpec(video_arch="r3d_18")
-    with pytest.raises(ValueError, match="embed_dim=0"):
-        CNNSpec(embed_dim=0)
-    enc = CNNAudioVisualEncoder(CNNSpec(audio_arch="l3_vgg"))
+    with pytest.raises(ValueError, match=r"audio_tower='vggish' is unknown; choose one of \['l3_vgg', 'resnet18'\]"):
+        CNNAudioVisualEncoder(cnn_spec(audio_tower="vggish"))
+    with pytest.raises(ValueError, match="video_tower='r3d_18' is unknown"):
+        CNNAudioVisualEncoder(cnn_spec(video_tower="r3d_18"))
+    enc = CNNAudioVisualEncoder(cnn_spec(audio_tower="l3_vgg"))
     audio, video = inputs(1)
     with pytest.raises(ValueError, match=r"audio input of shape \(1, 64, 32\)"):
         enc.encode_audio(audio[:, 0])

@@ -277,8 +277,8 @@ def test_unknown_preset_or_override_lists_valid_ones():
         create_backbone("vit_base")
     with pytest.raises(ValueError, match="unknown backbone override.*'depth'"):
         create_backbone("cav_mae_tiny", depth=3)
-    with pytest.raises(ValueError, match="kind='cnn'.*bottleneck"):
-        build_encoder(replace(SPEC, kind="cnn"))
+    with pytest.raises(ValueError, match="kind='perceiver'.*bottleneck"):
+        build_encoder(replace(SPEC, kind="perceiver"))
 
 
 def test_config_fields_reach_the_spec_and_bad_values_name_the_key():

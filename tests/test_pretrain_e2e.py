@@ -198,3 +198,20 @@ def test_pretraining_can_start_from_an_export(run, demo, tmp_path, capsys):
     assert pretrain_main(wider) == 2
     err = capsys.readouterr().err
     assert "embed_dim (export: 32, recipe: 64)" in err and "Traceback" not in err
+
+
+def test_cnn_towers_pretrain_export_and_load(demo, tmp_path):
+    run_dir = tmp_path / "cnn"
+    args = [*TINY, f"data.root={demo.unlabeled}", "probe.enabled=false", f"run.dir={run_dir}", "trainer.max_steps=2",
+            "backbone.kind=cnn", "backbone.audio_tower=l3_vgg", "masking.audio_ratio=0", "masking.video_ratio=0",
+            "objectives.masked_reconstruction.weight=0"]
+    assert pretrain_main(args) == 0
+    model = avssl.load_backbone(run_dir / "export")
+    assert type(model.encoder).__name__ == "CNNAudioVisualEncoder" and model.embed_dim == 32
+    embedding = model.embed_file(next(demo.unlabeled.glob("clip_*.mp4")))
+    assert embedding["audio"].shape == embedding["video"].shape == (32,)
+
+
+def test_cnn_backbone_with_masking_is_a_config_error(capsys):
+    assert pretrain_main([*TINY, "backbone.kind=cnn"]) == 2
+    assert "CNN towers do not drop tokens" in capsys.readouterr().err

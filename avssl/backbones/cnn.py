@@ -32,13 +32,13 @@ Shape letters: B batch, T frames, H/W frame size, F fbank frames, M mel bins, D 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Optional
 
 import torch
 from torch import Tensor, nn
 from torchvision.models import resnet18
 from torchvision.models.video import r2plus1d_18
+
+from avssl.backbones.spec import BackboneSpec
 
 FEATURE_DIM = 512  # channels of the last stage of every tower below
 
@@ -149,43 +149,20 @@ class L3AudioTower(nn.Module):
         return self.pool(self.forward_features(audio)).flatten(1)  # (B, 512)
 
 
-# Tower names used by `CNNSpec` (and by recipes); each maps to a constructor without arguments.
+# Tower names of `BackboneSpec.video_tower` and `audio_tower` (kind "cnn"); each maps to a constructor without arguments.
 VIDEO_TOWERS: dict[str, Callable[[], nn.Module]] = {"r2plus1d_18": R2Plus1DVideoTower}
 AUDIO_TOWERS: dict[str, Callable[[], nn.Module]] = {"resnet18": ResNet18AudioTower, "l3_vgg": L3AudioTower}
-
-
-@dataclass
-class CNNSpec:
-    """Everything needed to rebuild a `CNNAudioVisualEncoder` (stored with exports).
-
-    Attributes:
-        video_arch: key of `VIDEO_TOWERS`.
-        audio_arch: key of `AUDIO_TOWERS`; ``resnet18`` as CrissCross, ``l3_vgg`` as L3 / AVC.
-        embed_dim: width D of a linear projection applied to both towers' 512-d outputs, or None
-            to use the 512-d pooled features as they are (the published setting: the papers put
-            their projection / classifier heads in the objective).
-    """
-
-    video_arch: str = "r2plus1d_18"
-    audio_arch: str = "resnet18"
-    embed_dim: Optional[int] = None
-
-    def __post_init__(self) -> None:
-        for key, value, valid in (
-            ("video_arch", self.video_arch, VIDEO_TOWERS),
-            ("audio_arch", self.audio_arch, AUDIO_TOWERS),
-        ):
-            if value not in valid:
-                raise ValueError(f"backbone.{key}={value!r} is unknown; choose one of {sorted(valid)}")
-        if self.embed_dim is not None and self.embed_dim <= 0:
-            raise ValueError(f"backbone.embed_dim={self.embed_dim}: must be > 0, or None for the 512-d features")
 
 
 class CNNAudioVisualEncoder(nn.Module):
     """One video CNN tower and one audio CNN tower with the `AudioVisualEncoder` interface.
 
     Args:
-        spec: tower names and the optional projection width.
+        spec: a `BackboneSpec` of kind ``cnn``: ``video_tower``, ``audio_tower`` and
+            ``embed_dim`` (512 keeps the towers' pooled features as they are, the published
+            setting, since the papers put their projection or classifier heads in the objective;
+            any other width adds a linear projection per modality). The transformer fields are
+            ignored.
 
     Outputs of `forward_features` (later stages may add keys, never rename them):
         ``audio_embedding``, ``video_embedding`` ``[B, D]``: pooled tower outputs, projected to
@@ -200,24 +177,28 @@ class CNNAudioVisualEncoder(nn.Module):
             layout.
 
     Examples:
-        >>> enc = CNNAudioVisualEncoder(CNNSpec(audio_arch="l3_vgg", embed_dim=128))
+        >>> enc = CNNAudioVisualEncoder(BackboneSpec(kind="cnn", audio_tower="l3_vgg", embed_dim=128))
         >>> out = enc.forward_features(torch.randn(2, 1, 64, 32), torch.randn(2, 3, 4, 32, 32))
         >>> out["joint_embedding"].shape
         torch.Size([2, 128])
     """
 
-    def __init__(self, spec: CNNSpec):
+    def __init__(self, spec: BackboneSpec):
         super().__init__()
+        for key, value, valid in (("video_tower", spec.video_tower, VIDEO_TOWERS),
+                                  ("audio_tower", spec.audio_tower, AUDIO_TOWERS)):
+            if value not in valid:
+                raise ValueError(f"backbone.{key}={value!r} is unknown; choose one of {sorted(valid)}")
         self.spec = spec
-        self.video_tower = VIDEO_TOWERS[spec.video_arch]()
-        self.audio_tower = AUDIO_TOWERS[spec.audio_arch]()
-        d = self.embed_dim
-        self.video_proj = nn.Identity() if spec.embed_dim is None else nn.Linear(self.video_tower.out_dim, d)
-        self.audio_proj = nn.Identity() if spec.embed_dim is None else nn.Linear(self.audio_tower.out_dim, d)
+        self.video_tower = VIDEO_TOWERS[spec.video_tower]()
+        self.audio_tower = AUDIO_TOWERS[spec.audio_tower]()
+        d = spec.embed_dim
+        self.video_proj = nn.Identity() if d == FEATURE_DIM else nn.Linear(self.video_tower.out_dim, d)
+        self.audio_proj = nn.Identity() if d == FEATURE_DIM else nn.Linear(self.audio_tower.out_dim, d)
 
     @property
     def embed_dim(self) -> int:
-        return FEATURE_DIM if self.spec.embed_dim is None else self.spec.embed_dim
+        return self.spec.embed_dim
 
     def encode_audio(self, audio: Tensor) -> Tensor:
         """Clip embedding from audio alone: ``[B, 1, frames, mels] -> [B, D]``."""

@@ -11,6 +11,9 @@ published layout at one of the sizes of `BACKBONE_SIZES` (tiny, small, base, lar
 - ``mbt``: MBT (arXiv:2107.00135, scenic `configs/audioset/balanced_audioset_base.py`): fusion
   from layer 8 of 12 (two thirds of the depth at other sizes), 4 bottlenecks, 8 s of 100 fps x
   128-mel spectrogram, 32 frames with 2 x 16 x 16 tubelets.
+- CNN towers (kind ``cnn``, `avssl.backbones.cnn`), one size each: ``r2plus1d18_resnet18``
+  (R(2+1)D-18 video + 1-channel ResNet-18 audio: XDC, CrissCross) and ``r2plus1d18_l3vgg`` (the
+  L3/AVC VGG-style audio network).
 - ``xkd``: XKD's encoders (arXiv:2211.13929, `pritamqu/XKD@806c75d0` `codes/train/models/xkd.py`
   and its configs): separate audio and video ViTs (no shared layer), qkv without bias, 80 mels x
   448 frames in 4 x 16 patches (20 x 28 = 560 tokens), 32 frames of 112 px in 4 x 16 x 16
@@ -29,6 +32,7 @@ from typing import Any, Callable
 
 from torch import nn
 
+from avssl.backbones.cnn import CNNAudioVisualEncoder
 from avssl.backbones.encoder import AudioVisualEncoder
 from avssl.backbones.fusion import BottleneckFusionEncoder
 from avssl.backbones.shared import SharedEncoder
@@ -39,6 +43,7 @@ ENCODER_KINDS: dict[str, type[nn.Module]] = {
     "cav_mae": AudioVisualEncoder,
     "shared": SharedEncoder,
     "bottleneck": BottleneckFusionEncoder,
+    "cnn": CNNAudioVisualEncoder,
 }
 
 
@@ -102,7 +107,13 @@ BACKBONE_FAMILIES: dict[str, Callable[[dict[str, int]], dict[str, Any]]] = {
     "xkd": _xkd,
 }
 
-BACKBONE_PRESETS: list[str] = [f"{family}_{size}" for family in BACKBONE_FAMILIES for size in BACKBONE_SIZES]
+# CNN towers come in one size each: the 512-d pooled features of the published networks.
+CNN_PRESETS: dict[str, dict[str, Any]] = {
+    "r2plus1d18_resnet18": {"kind": "cnn", "embed_dim": 512, "video_tower": "r2plus1d_18", "audio_tower": "resnet18"},
+    "r2plus1d18_l3vgg": {"kind": "cnn", "embed_dim": 512, "video_tower": "r2plus1d_18", "audio_tower": "l3_vgg"},
+}
+
+BACKBONE_PRESETS: list[str] = [f"{family}_{size}" for family in BACKBONE_FAMILIES for size in BACKBONE_SIZES] + list(CNN_PRESETS)
 
 
 def preset_spec(name: str, **overrides: Any) -> BackboneSpec:
@@ -112,20 +123,25 @@ def preset_spec(name: str, **overrides: Any) -> BackboneSpec:
         ValueError: unknown preset name or override key (the message lists the valid ones).
     """
     family, _, size = name.rpartition("_")
-    if family not in BACKBONE_FAMILIES or size not in BACKBONE_SIZES:
+    if name in CNN_PRESETS:
+        preset = dict(CNN_PRESETS[name])
+    elif family in BACKBONE_FAMILIES and size in BACKBONE_SIZES:
+        preset = BACKBONE_FAMILIES[family](dict(BACKBONE_SIZES[size]))
+    else:
         raise ValueError(f"unknown backbone {name!r}; valid names: {BACKBONE_PRESETS}")
     known = {f.name for f in fields(BackboneSpec)}
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise ValueError(f"unknown backbone override(s) {unknown} for {name!r}; valid keys: {sorted(known)}")
-    return BackboneSpec(**{**BACKBONE_FAMILIES[family](dict(BACKBONE_SIZES[size])), **overrides})
+    return BackboneSpec(**{**preset, **overrides})
 
 
 def create_backbone(name: str, **overrides: Any) -> nn.Module:
     """A randomly initialised encoder of a named preset (see the module docstring).
 
     Args:
-        name: ``"<family>_<size>"``, e.g. ``"cav_mae_base"``, ``"xkd_small"``, ``"mbt_tiny"``.
+        name: ``"<family>_<size>"``, e.g. ``"cav_mae_base"``, ``"xkd_small"``, ``"mbt_tiny"``, or
+            a CNN preset, ``"r2plus1d18_resnet18"`` (XDC, CrissCross) or ``"r2plus1d18_l3vgg"``.
         **overrides: `BackboneSpec` fields to change, e.g. ``drop_path=0.1``.
 
     Raises:

@@ -45,6 +45,8 @@ class BackboneSpec:
             part of the ``*_tokens`` outputs.
         pos_embed: "sincos" (fixed, CAV-MAE) or "learned" (trunc-normal 0.02, XKD).
         num_bottlenecks: fusion bottleneck tokens of the "bottleneck" kind (MBT: 4).
+        video_tower: CNN video tower of the "cnn" kind (`avssl.backbones.cnn.VIDEO_TOWERS`).
+        audio_tower: CNN audio tower of the "cnn" kind (`avssl.backbones.cnn.AUDIO_TOWERS`).
     """
 
     embed_dim: int = 768
@@ -68,3 +70,5 @@ class BackboneSpec:
     cls_token: bool = False
     pos_embed: str = "sincos"
     num_bottlenecks: int = 4
+    video_tower: str = "r2plus1d_18"
+    audio_tower: str = "resnet18"
