@@ -96,25 +96,11 @@ class AudioVisualEncoder(nn.Module):
             mask_ratio_audio: fraction of audio tokens dropped before the encoder.
             mask_ratio_video: fraction of video tokens dropped before the encoder.
         """
-        a, v, (a_keep, a_mask, v_keep, v_mask) = self._specific(audio, video, mask_ratio_audio, mask_ratio_video)
+        a, v, keep_mask = self._specific(audio, video, mask_ratio_audio, mask_ratio_video)
         joint = self._joint(a, v)
-        a_cls, a = parts.split_prefix(self.norm[AUDIO](parts.run(a, self.shared_blocks, AUDIO)), self.audio_tokenizer.num_prefix_tokens)
-        v_cls, v = parts.split_prefix(self.norm[VIDEO](parts.run(v, self.shared_blocks, VIDEO)), self.video_tokenizer.num_prefix_tokens)
-        out = {
-            "audio_tokens": a,
-            "video_tokens": v,
-            "joint_tokens": joint,
-            "audio_embedding": parts.mean_pool(a),
-            "video_embedding": parts.mean_pool(v),
-            "joint_embedding": parts.mean_pool(joint),
-            "audio_idx_keep": a_keep,
-            "audio_idx_mask": a_mask,
-            "video_idx_keep": v_keep,
-            "video_idx_mask": v_mask,
-        }
-        if self.spec.cls_token:
-            out.update(audio_cls_token=a_cls[:, 0], video_cls_token=v_cls[:, 0])
-        return out
+        audio_out = parts.split_prefix(self.norm[AUDIO](parts.run(a, self.shared_blocks, AUDIO)), self.audio_tokenizer.num_prefix_tokens)
+        video_out = parts.split_prefix(self.norm[VIDEO](parts.run(v, self.shared_blocks, VIDEO)), self.video_tokenizer.num_prefix_tokens)
+        return parts.feature_dict(audio_out, video_out, joint, keep_mask)
 
     def encode_audio(self, audio: Tensor) -> Tensor:
         """Clip embedding from audio alone: ``[B, 1, frames, mels] -> [B, D]``."""

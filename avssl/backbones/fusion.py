@@ -93,27 +93,12 @@ class BottleneckFusionEncoder(nn.Module):
         self, audio: Tensor, video: Tensor, mask_ratio_audio: float = 0.0, mask_ratio_video: float = 0.0
     ) -> dict[str, Tensor]:
         """Encodes a batch of clips (arguments as in `AudioVisualEncoder.forward_features`)."""
-        a, v, (a_keep, a_mask, v_keep, v_mask) = self._tokens(audio, video, mask_ratio_audio, mask_ratio_video)
+        a, v, keep_mask = self._tokens(audio, video, mask_ratio_audio, mask_ratio_video)
         a, v, z = self._encode(a, v)
-        a_cls, a = parts.split_prefix(self.norm[AUDIO](a), self.audio_tokenizer.num_prefix_tokens)
-        v_cls, v = parts.split_prefix(self.norm[VIDEO](v), self.video_tokenizer.num_prefix_tokens)
-        joint = torch.cat([a, v], dim=1)  # (B, Ka + Kv, D)
-        out = {
-            "audio_tokens": a,
-            "video_tokens": v,
-            "joint_tokens": joint,
-            "audio_embedding": parts.mean_pool(a),
-            "video_embedding": parts.mean_pool(v),
-            "joint_embedding": parts.mean_pool(joint),
-            "audio_idx_keep": a_keep,
-            "audio_idx_mask": a_mask,
-            "video_idx_keep": v_keep,
-            "video_idx_mask": v_mask,
-            "bottleneck_tokens": z,
-        }
-        if self.spec.cls_token:
-            out.update(audio_cls_token=a_cls[:, 0], video_cls_token=v_cls[:, 0])
-        return out
+        audio_out = parts.split_prefix(self.norm[AUDIO](a), self.audio_tokenizer.num_prefix_tokens)
+        video_out = parts.split_prefix(self.norm[VIDEO](v), self.video_tokenizer.num_prefix_tokens)
+        joint = torch.cat([audio_out[1], video_out[1]], dim=1)  # (B, Ka + Kv, D)
+        return {**parts.feature_dict(audio_out, video_out, joint, keep_mask), "bottleneck_tokens": z}
 
     def encode_audio(self, audio: Tensor) -> Tensor:
         """Clip embedding from audio alone: ``[B, 1, frames, mels] -> [B, D]``."""

@@ -74,3 +74,33 @@ def split_prefix(x: Tensor, num_prefix: int) -> tuple[Tensor, Tensor]:
 def mean_pool(tokens: Tensor) -> Tensor:
     """``[B, K, D] -> [B, D]``."""
     return tokens.mean(dim=1)
+
+
+def feature_dict(audio: tuple[Tensor, Tensor], video: tuple[Tensor, Tensor], joint: Tensor,
+                 keep_mask: tuple[Tensor, Tensor, Tensor, Tensor]) -> dict[str, Tensor]:
+    """The `forward_features` output contract shared by every transformer encoder kind.
+
+    Args:
+        audio: ``(prefix [B, Pa, D], tokens [B, Ka, D])`` after the final norm, from `split_prefix`.
+        video: the same for video.
+        joint: the joint stream without class tokens ``[B, Ka + Kv, D]``.
+        keep_mask: ``(audio_idx_keep, audio_idx_mask, video_idx_keep, video_idx_mask)``.
+    """
+    (a_cls, a), (v_cls, v) = audio, video
+    a_keep, a_mask, v_keep, v_mask = keep_mask
+    out = {
+        "audio_tokens": a,
+        "video_tokens": v,
+        "joint_tokens": joint,
+        "audio_embedding": mean_pool(a),
+        "video_embedding": mean_pool(v),
+        "joint_embedding": mean_pool(joint),
+        "audio_idx_keep": a_keep,
+        "audio_idx_mask": a_mask,
+        "video_idx_keep": v_keep,
+        "video_idx_mask": v_mask,
+    }
+    if a_cls.shape[1]:  # class tokens are on
+        out.update(audio_cls_token=a_cls[:, 0], video_cls_token=v_cls[:, 0])
+    return out
+
