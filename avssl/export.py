@@ -16,7 +16,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import OmegaConf
 from safetensors.torch import save_file
 
@@ -24,6 +23,7 @@ from avssl.backbones.encoder import AudioVisualEncoder
 from avssl.backbones.registry import build_encoder
 from avssl.config import from_dict
 from avssl.loading import CONFIG_FILE, WEIGHTS_FILE
+from avssl.torch_files import load_torch_file
 from datamodules.preprocessing import Preprocessing
 
 EXPORT_FORMAT = "avssl-backbone/1"
@@ -63,12 +63,7 @@ def encoder_from_checkpoint(path: str | Path) -> tuple[AudioVisualEncoder, Prepr
         ValueError: the file is not an avssl pretraining checkpoint.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist; pass a .ckpt file such as runs/<run>/checkpoints/last.ckpt")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several unrelated types for a file that is not a checkpoint
-        raise ValueError(f"{path} could not be read as a PyTorch checkpoint ({type(err).__name__}: {err})") from None
+    ckpt = load_torch_file(path, "checkpoint", "a .ckpt file such as runs/<run>/checkpoints/last.ckpt")
     try:
         config_dict = ckpt["hyper_parameters"]["config"]
         state = ckpt["state_dict"]

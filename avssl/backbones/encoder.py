@@ -49,21 +49,7 @@ class AudioVisualEncoder(nn.Module):
         self.video_blocks = parts.blocks(spec, spec.modality_specific_depth, ("x",), 0, total)
         self.shared_blocks = parts.blocks(spec, spec.shared_depth, (JOINT, AUDIO, VIDEO), spec.modality_specific_depth, total)
         self.norm = nn.ModuleDict({s: nn.LayerNorm(d, eps=spec.norm_eps) for s in (JOINT, AUDIO, VIDEO)})
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        # Initialisation policy of MAE / CAV-MAE: xavier-uniform linears and patch projections
-        # (the latter viewed as linears), zero biases, N(0, 0.02) modality embeddings.
-        nn.init.normal_(self.audio_modality, std=0.02)
-        nn.init.normal_(self.video_modality, std=0.02)
-        for proj in (self.audio_tokenizer.proj, self.video_tokenizer.proj):
-            nn.init.xavier_uniform_(proj.weight.view(proj.weight.shape[0], -1))
-            nn.init.zeros_(proj.bias)
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+        parts.init_mae_weights(self)
 
     @property
     def embed_dim(self) -> int:

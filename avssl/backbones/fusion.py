@@ -26,7 +26,6 @@ from torch import Tensor, nn
 
 from avssl.backbones import parts
 from avssl.backbones.masking import drop_tokens
-from avssl.backbones.shared import _init_weights
 from avssl.backbones.spec import BackboneSpec
 
 AUDIO, VIDEO = "a", "v"
@@ -57,7 +56,7 @@ class BottleneckFusionEncoder(nn.Module):
         self.video_blocks = parts.blocks(spec, total)
         self.bottleneck = nn.Parameter(torch.zeros(1, spec.num_bottlenecks, d))  # (1, Z, D)
         self.norm = nn.ModuleDict({s: nn.LayerNorm(d, eps=spec.norm_eps) for s in (AUDIO, VIDEO)})
-        _init_weights(self)
+        parts.init_mae_weights(self)
         nn.init.normal_(self.bottleneck, std=0.02)  # MBT initialises the bottlenecks N(0, 0.02)
 
     @property

@@ -104,3 +104,19 @@ def feature_dict(audio: tuple[Tensor, Tensor], video: tuple[Tensor, Tensor], joi
         out.update(audio_cls_token=a_cls[:, 0], video_cls_token=v_cls[:, 0])
     return out
 
+
+def init_mae_weights(encoder: nn.Module) -> None:
+    """MAE / CAV-MAE initialisation, shared by the transformer encoder kinds: xavier-uniform linears
+    and patch projections (the latter viewed as linears), zero biases, N(0, 0.02) modality
+    embeddings."""
+    nn.init.normal_(encoder.audio_modality, std=0.02)
+    nn.init.normal_(encoder.video_modality, std=0.02)
+    for proj in (encoder.audio_tokenizer.proj, encoder.video_tokenizer.proj):
+        nn.init.xavier_uniform_(proj.weight.view(proj.weight.shape[0], -1))
+        nn.init.zeros_(proj.bias)
+    for m in encoder.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+

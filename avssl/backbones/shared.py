@@ -43,7 +43,7 @@ class SharedEncoder(nn.Module):
         self.video_modality = nn.Parameter(torch.zeros(1, 1, d))
         self.blocks = parts.blocks(spec, spec.modality_specific_depth + spec.shared_depth)
         self.norm = nn.ModuleDict({s: nn.LayerNorm(d, eps=spec.norm_eps) for s in (JOINT, AUDIO, VIDEO)})
-        _init_weights(self)
+        parts.init_mae_weights(self)
 
     @property
     def embed_dim(self) -> int:
@@ -86,17 +86,3 @@ class SharedEncoder(nn.Module):
         """Joint clip embedding (mean of the joint stream): ``-> [B, D]``."""
         a, v, _ = self._tokens(audio, video, 0.0, 0.0)
         return parts.mean_pool(self._joint(a, v))
-
-
-def _init_weights(model: nn.Module) -> None:
-    # The MAE / CAV-MAE policy of `AudioVisualEncoder._init_weights`.
-    nn.init.normal_(model.audio_modality, std=0.02)
-    nn.init.normal_(model.video_modality, std=0.02)
-    for proj in (model.audio_tokenizer.proj, model.video_tokenizer.proj):
-        nn.init.xavier_uniform_(proj.weight.view(proj.weight.shape[0], -1))
-        nn.init.zeros_(proj.bias)
-    for m in model.modules():
-        if isinstance(m, nn.Linear):
-            nn.init.xavier_uniform_(m.weight)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)

@@ -35,16 +35,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
 
-import torch
 from torch import Tensor
 
 from avssl.backbones.encoder import AudioVisualEncoder
 from avssl.backbones.spec import BackboneSpec
 from avssl.export import export_encoder
+from avssl.torch_files import read_state_dict
 from datamodules.preprocessing import Preprocessing
 
 REFERENCE = "YuanGongND/cav-mae@68fe8c2a src/models/cav_mae.py"
-DATAPARALLEL_PREFIX = "module."
 # CAV-MAE lays the audio patches out on a grid of 8 frequency rows whatever the clip length
 # (`CAVMAE.initialize_weights`: ``get_2d_sincos_pos_embed(D, 8, num_patches / 8)``), i.e. 128 mel
 # bins at patch 16.
@@ -110,32 +109,6 @@ def describe_keys(what: str, keys: Iterable[str], limit: int = 5) -> str:
     keys = sorted(keys)
     shown = ", ".join(keys[:limit]) + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
     return f"{what} {len(keys)} key{'s' if len(keys) != 1 else ''}: {shown}"
-
-
-def read_state_dict(path: str | Path) -> dict[str, Tensor]:
-    """Reads a CAV-MAE checkpoint: a state dict, possibly under ``state_dict`` or ``model``.
-
-    The ``module.`` prefix of ``nn.DataParallel`` is removed where present.
-
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: the file is not a PyTorch state dict.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist; pass a CAV-MAE .pth file such as cav-mae-scale++.pth")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several unrelated types for a file that is not a checkpoint
-        reason = (str(err).strip().splitlines() or [""])[0]  # torch's own messages run to several lines
-        raise ValueError(f"{path} could not be read as a PyTorch checkpoint ({type(err).__name__}: {reason})") from None
-    for entry in ("state_dict", "model"):
-        if isinstance(state, dict) and isinstance(state.get(entry), dict):
-            state = state[entry]
-            break
-    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise ValueError(f"{path} is not a state dict (a dict of tensors, possibly under 'state_dict' or 'model')")
-    return {k[len(DATAPARALLEL_PREFIX) :] if k.startswith(DATAPARALLEL_PREFIX) else k: v for k, v in state.items()}
 
 
 def _depth(state: dict[str, Tensor], blocks: str) -> int:
@@ -286,7 +259,7 @@ def convert_cav_mae(src: str | Path, out: str | Path, num_heads: int | None = No
     Examples:
         >>> convert_cav_mae("cav-mae-scale++.pth", "exports/cav-mae-scale++")  # doctest: +SKIP
     """
-    state = read_state_dict(src)
+    state = read_state_dict(src, "checkpoint", "a CAV-MAE .pth file such as cav-mae-scale++.pth")
     spec = infer_spec(state, num_heads)
     encoder = AudioVisualEncoder(spec)
     check_position_embeddings(state, encoder)

@@ -54,10 +54,10 @@ from avssl.backbones.encoder import AudioVisualEncoder
 from avssl.backbones.spec import BackboneSpec
 from avssl.convert.cav_mae import describe_keys
 from avssl.export import export_encoder
+from avssl.torch_files import read_state_dict
 from datamodules.preprocessing import Preprocessing
 
 REFERENCE = "pritamqu/XKD@806c75d codes/train/models/modules/vit_audio.py, vit_video.py"
-DATAPARALLEL_PREFIX = "module."
 # Published XKD input setting (`codes/train/configs/pretext/kinetics400/xkd.yaml`): 80 mel bins in
 # 4 x 16 (frequency x time) patches; 32 frames in 4 x 16 x 16 tubelets. A backbone file stores only
 # the flattened patch size and the token count, so these split them into axes.
@@ -85,20 +85,7 @@ def read_backbone(path: str | Path, modality: str) -> dict[str, Tensor]:
     """
     path = Path(path)
     example = "aud_student.pth.tar" if modality == "audio" else "vid_student.pth.tar"
-    if not path.is_file():
-        raise FileNotFoundError(f"{modality} checkpoint {path} does not exist; pass an XKD backbone file such as {example}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several unrelated types for a file that is not a checkpoint
-        reason = (str(err).strip().splitlines() or [""])[0]
-        raise ValueError(f"{path} could not be read as a PyTorch checkpoint ({type(err).__name__}: {reason})") from None
-    for entry in ("state_dict", "model"):
-        if isinstance(state, dict) and isinstance(state.get(entry), dict):
-            state = state[entry]
-            break
-    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise ValueError(f"{path} is not a state dict (a dict of tensors, possibly under 'model')")
-    state = {k[len(DATAPARALLEL_PREFIX) :] if k.startswith(DATAPARALLEL_PREFIX) else k: v for k, v in state.items()}
+    state = read_state_dict(path, f"{modality} checkpoint", f"an XKD backbone file such as {example}")
     if any(k.startswith(("vid_student.", "aud_student.", "vid_teacher.", "aud_teacher.")) for k in state):
         raise ValueError(
             f"{path} is a full XKD training checkpoint (XKD_Net); pass the backbone files that "
