@@ -16,5 +16,6 @@ Pretraining, in data-flow order: `sources` (`folder`, `manifest`, `shards`: grou
 `isolation` (a decoder process with a time limit) -> `sampling` (clip starts) -> `decode` (decord
 frames) and `audio_decode` (PyAV audio by timestamps) -> `video_transforms` and `audio_features`
 -> `collate` (batch dict). Labelled data: `folder` -> `scan` (probe files, choose clips) ->
-`clip_dataset` -> the same decoding. `encode` writes mp4s for the demo and the tests.
+`clip_dataset` -> the same decoding. `fbank_stats` computes normalisation statistics of a
+source; `encode` writes mp4s for the demo and the tests.
 """

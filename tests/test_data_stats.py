@@ -9,8 +9,8 @@ import media
 import pytest
 import torch
 
-from avssl.data import main as data_main
-from avssl.data import real_fbank_frames
+from avssl.data.__main__ import main as data_main
+from datamodules.fbank_stats import real_fbank_frames
 from datamodules.audio_features import log_mel_fbank
 from datamodules.decode import read_clip
 from datamodules.preprocessing import Preprocessing
