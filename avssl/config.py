@@ -101,6 +101,8 @@ class BackboneConfig:
     init_from: Optional[str] = None
     video_tower: str = field(default="r2plus1d_18", metadata=one_of(VIDEO_TOWERS))  # kind=cnn only
     audio_tower: str = field(default="resnet18", metadata=one_of(AUDIO_TOWERS))  # kind=cnn only
+    # channels of the first stage of the strided_conv towers (then 2x, 4x, 8x); kind=cnn only
+    tower_width: int = field(default=32, metadata=positive())
 
     def resolve(self, pre: Preprocessing) -> BackboneSpec:
         """The full architecture for inputs shaped by `pre`."""
@@ -108,13 +110,8 @@ class BackboneConfig:
         for name in sizes:
             if getattr(self, name) is not None:
                 sizes[name] = getattr(self, name)
-        if self.audio_patch_stride is None:  # overlapping patches cover any length >= the patch
-            _check_divisible("data.preprocessing.num_mel_bins", pre.num_mel_bins, "backbone.audio_patch[0]", self.audio_patch[0])
-            _check_divisible("data.preprocessing.audio_frames", pre.audio_frames, "backbone.audio_patch[1]", self.audio_patch[1])
-        _check_divisible("data.preprocessing.num_frames", pre.num_frames, "backbone.video_patch[0]", self.video_patch[0])
-        _check_divisible("data.preprocessing.frame_size", pre.frame_size, "backbone.video_patch[1]", self.video_patch[1])
-        _check_divisible("data.preprocessing.frame_size", pre.frame_size, "backbone.video_patch[2]", self.video_patch[2])
-        _check_divisible("backbone.embed_dim", sizes["embed_dim"], "backbone.num_heads", sizes["num_heads"])
+        if self.kind != "cnn":  # CNN towers pool globally: any input size, no patches or heads
+            self._check_transformer_sizes(pre, sizes)
         return BackboneSpec(
             **sizes,
             mlp_ratio=self.mlp_ratio,
@@ -136,7 +133,18 @@ class BackboneConfig:
             num_bottlenecks=self.num_bottlenecks,
             video_tower=self.video_tower,
             audio_tower=self.audio_tower,
+            tower_width=self.tower_width,
         )
+
+    def _check_transformer_sizes(self, pre: Preprocessing, sizes: dict[str, int]) -> None:
+        """Patches must tile the inputs and heads must divide the width."""
+        if self.audio_patch_stride is None:  # overlapping patches cover any length >= the patch
+            _check_divisible("data.preprocessing.num_mel_bins", pre.num_mel_bins, "backbone.audio_patch[0]", self.audio_patch[0])
+            _check_divisible("data.preprocessing.audio_frames", pre.audio_frames, "backbone.audio_patch[1]", self.audio_patch[1])
+        _check_divisible("data.preprocessing.num_frames", pre.num_frames, "backbone.video_patch[0]", self.video_patch[0])
+        _check_divisible("data.preprocessing.frame_size", pre.frame_size, "backbone.video_patch[1]", self.video_patch[1])
+        _check_divisible("data.preprocessing.frame_size", pre.frame_size, "backbone.video_patch[2]", self.video_patch[2])
+        _check_divisible("backbone.embed_dim", sizes["embed_dim"], "backbone.num_heads", sizes["num_heads"])
 
 
 @dataclass
@@ -189,6 +197,16 @@ class ProbeConfig:
 
 
 @dataclass
+class HealthConfig:
+    """Training-health checks during pretraining (docs/objectives.md, "Training health")."""
+
+    # warn once when a loss term is still at its chance value after this many steps (0: never)
+    chance_patience_steps: int = field(default=200, metadata=non_negative())
+    # "at chance": the mean of the last 20 steps is above (1 - tolerance) x the chance value
+    chance_tolerance: float = field(default=0.02, metadata=in_range(0.0, 1.0, include_high=False))
+
+
+@dataclass
 class PretrainConfig:
     recipe: str = "default"
     run: RunConfig = field(default_factory=RunConfig)
@@ -200,6 +218,7 @@ class PretrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
 
 
 def _check_divisible(key: str, value: int, by_key: str, by: int) -> None:
@@ -285,7 +304,7 @@ def _check_cnn(config: PretrainConfig) -> None:
     if masking.audio_ratio or masking.video_ratio:
         raise ConfigError(f"backbone.kind=cnn with masking.audio_ratio={masking.audio_ratio}, masking.video_ratio="
                           f"{masking.video_ratio}: CNN towers do not drop tokens; set both to 0.")
-    if config.objectives.get("masked_reconstruction", {}).get("weight", 1.0):
+    if "masked_reconstruction" in config.objectives and config.objectives["masked_reconstruction"].get("weight", 1.0):
         raise ConfigError("backbone.kind=cnn with objectives.masked_reconstruction: masked reconstruction needs a "
                           "transformer backbone; remove it or set its weight to 0.")
 

@@ -2,7 +2,9 @@
 
 It owns no data, probes or model zoo (those are the datamodule's and the callbacks'): each step
 masks and encodes the batch once, lets every objective read the output, and sums the weighted loss
-terms. Each term is logged as ``train/<objective>/<term>``, the total as ``train/loss``.
+terms. Each term is logged as ``train/<objective>/<term>``, the total as ``train/loss``; each
+objective's health scalars and chance values as ``health/<objective>/<name>``. The step also returns
+``{"chance": {"<objective>/<term>": (value, chance)}}`` for `avssl.callbacks.ChanceMonitor`.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ class AVPretrainModule(pl.LightningModule):
                 continue  # turned off: not built at all (it may need parts this backbone lacks)
             self.objectives[name], self.weights[name] = build_objective(name, dict(params), self.backbone)
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any] | Tensor | None:
         batch_size = batch["video"].shape[0]
         if self._smallest_batch(batch_size) < 2:
             # Too few usable clips (the failures are in the data report): nothing to learn. Under DDP
@@ -55,13 +57,19 @@ class AVPretrainModule(pl.LightningModule):
             batch["audio"], batch["video"], self.config.masking.audio_ratio, self.config.masking.video_ratio
         )
         total = torch.zeros((), device=self.device)
+        at_chance: dict[str, tuple[float, float]] = {}
         for name, objective in self.objectives.items():
-            terms = objective(out, batch)
-            for term, value in terms.items():
+            result = objective(out, batch)
+            for term, value in result.losses.items():
                 self.log(f"train/{name}/{term}", value, batch_size=batch_size)
-            total = total + self.weights[name] * sum(terms.values())
+            for metric, value in result.health.items():
+                self.log(f"health/{name}/{metric}", value, batch_size=batch_size)
+            for term, chance in result.chance.items():
+                self.log(f"health/{name}/{term}_chance", chance, batch_size=batch_size)
+                at_chance[f"{name}/{term}"] = (result.losses[term].item(), chance)
+            total = total + self.weights[name] * sum(result.losses.values())
         self.log("train/loss", total, prog_bar=True, batch_size=batch_size)
-        return total
+        return {"loss": total, "chance": at_chance}
 
     def _smallest_batch(self, batch_size: int) -> int:
         """This batch's size, or under DDP the smallest of all ranks' (every rank then agrees)."""

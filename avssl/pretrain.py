@@ -23,7 +23,7 @@ from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 
 from avssl.backbones.spec import BackboneSpec
-from avssl.callbacks import DataReportCallback, LinearProbeCallback
+from avssl.callbacks import ChanceMonitor, DataReportCallback, LinearProbeCallback
 from avssl.config import ConfigError, PretrainConfig, load_config, to_yaml
 from avssl.evaluation.linear_probe import FEATURE_SETS
 from avssl.export import export_encoder
@@ -146,6 +146,7 @@ def run(config: PretrainConfig) -> RunResult:
                         save_on_train_epoch_end=True),
         DataReportCallback(datamodule.report, report_path, source.path),
         LearningRateMonitor(logging_interval="step"),
+        ChanceMonitor(config.health.chance_patience_steps, config.health.chance_tolerance),
     ]
     probe_callback = None
     if probe_root is not None:

@@ -1,4 +1,4 @@
-"""CNN towers (R(2+1)D-18 video, ResNet-18 / L3 audio) and `CNNAudioVisualEncoder`."""
+"""CNN towers (R(2+1)D-18 / strided-conv video, ResNet-18 / L3 / strided-conv audio) and `CNNAudioVisualEncoder`."""
 
 import dataclasses
 
@@ -17,10 +17,16 @@ def cnn_spec(**fields) -> BackboneSpec:
     return BackboneSpec(**{"kind": "cnn", "embed_dim": 512, **fields})
 
 
-SPECS = [cnn_spec(audio_tower="resnet18"), cnn_spec(audio_tower="l3_vgg", embed_dim=16)]  # both towers, both heads
+SPECS = [  # every tower, with and without a projection to embed_dim
+    cnn_spec(audio_tower="resnet18"),
+    cnn_spec(audio_tower="l3_vgg", embed_dim=16),
+    cnn_spec(video_tower="strided_conv", audio_tower="strided_conv", tower_width=8, embed_dim=64),
+]
+# video feature map of 4 frames of 32 px: R(2+1)D-18 halves T three times (rounded up), strided_conv once
+VIDEO_MAPS = {"r2plus1d_18": (2, 512, 1, 2, 2), "strided_conv": (2, 64, 2, 2, 2)}
 
 
-@pytest.fixture(scope="module", params=SPECS, ids=lambda s: f"{s.audio_tower}-{s.embed_dim}")
+@pytest.fixture(scope="module", params=SPECS, ids=lambda s: f"{s.video_tower}-{s.audio_tower}-{s.embed_dim}")
 def encoder(request):
     torch.manual_seed(0)
     return CNNAudioVisualEncoder(request.param)
@@ -34,8 +40,8 @@ def test_output_shapes_and_finite(encoder):
     for name in ("audio", "video", "joint"):
         assert out[f"{name}_embedding"].shape == (2, d)
         assert torch.isfinite(out[f"{name}_embedding"]).all()
-    assert out["video_feature_map"].shape == (2, 512, 1, 2, 2)  # T/8 rounded up, 32 px / 16
-    assert out["audio_feature_map"].shape[:2] == (2, 512)
+    assert out["video_feature_map"].shape == VIDEO_MAPS[encoder.spec.video_tower]
+    assert out["audio_feature_map"].shape[:2] == (2, encoder.audio_tower.out_dim)
     assert torch.allclose(out["joint_embedding"], (out["audio_embedding"] + out["video_embedding"]) / 2)
 
 
@@ -78,7 +84,7 @@ def test_masking_is_rejected(ratios):
 
 
 def test_bad_spec_and_inputs_raise_readable_errors():
-    with pytest.raises(ValueError, match=r"audio_tower='vggish' is unknown; choose one of \['l3_vgg', 'resnet18'\]"):
+    with pytest.raises(ValueError, match=r"audio_tower='vggish' is unknown; choose one of \['l3_vgg', 'resnet18', 'strided_conv'\]"):
         CNNAudioVisualEncoder(cnn_spec(audio_tower="vggish"))
     with pytest.raises(ValueError, match="video_tower='r3d_18' is unknown"):
         CNNAudioVisualEncoder(cnn_spec(video_tower="r3d_18"))
@@ -93,5 +99,5 @@ def test_bad_spec_and_inputs_raise_readable_errors():
 
 
 def test_registered_tower_names():
-    assert sorted(VIDEO_TOWERS) == ["r2plus1d_18"]
-    assert sorted(AUDIO_TOWERS) == ["l3_vgg", "resnet18"]
+    assert sorted(VIDEO_TOWERS) == ["r2plus1d_18", "strided_conv"]
+    assert sorted(AUDIO_TOWERS) == ["l3_vgg", "resnet18", "strided_conv"]

@@ -48,7 +48,7 @@ def test_recipe_from_a_path(tmp_path):
         (["recipe=/nope/missing.yaml"], r"recipe=/nope/missing.yaml: no such file"),
         (["objectives.av_infonce.temprature=0.1"], r"objectives.av_infonce.temprature.*Did you mean 'temperature'"),
         (["objectives.contrastive.weight=1"], r"objectives.contrastive: unknown objective"),
-        (["data.preprocessing.frame_size=70"], r"data.preprocessing.frame_size=70 is not divisible by backbone.video_patch\[1\]=16"),
+        (["recipe=cav_mae_demo", "data.preprocessing.frame_size=70"], r"data.preprocessing.frame_size=70 is not divisible by backbone.video_patch\[1\]=16"),
         (["lr"], r"'lr': expected key=value"),
     ],
 )

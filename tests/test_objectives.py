@@ -35,24 +35,31 @@ def naive_nt_xent(a, v, t):
 def test_infonce_matches_naive_reference_and_is_symmetric(batch, dim, temperature):
     torch.manual_seed(batch)
     a, v = torch.randn(batch, dim), torch.randn(batch, dim)
-    loss = AVInfoNCE(temperature, gather_distributed=False)
-    value = loss({"audio_embedding": a, "video_embedding": v}, {})["infonce"]
+    loss = AVInfoNCE(temperature=temperature, gather_distributed=False, projection_dim=0)
+    result = loss({"audio_embedding": a, "video_embedding": v}, {})
+    value = result.losses["infonce"]
     torch.testing.assert_close(value, naive_nt_xent(a, v, temperature))
-    swapped = loss({"audio_embedding": v, "video_embedding": a}, {})["infonce"]
+    swapped = loss({"audio_embedding": v, "video_embedding": a}, {}).losses["infonce"]
     torch.testing.assert_close(value, swapped)
+    assert result.chance["infonce"] == pytest.approx(math.log(2 * batch - 1))
+    # equal embeddings for every clip: every candidate is as likely as the positive
+    same = loss({"audio_embedding": a[:1].expand(batch, dim), "video_embedding": a[:1].expand(batch, dim)}, {})
+    assert same.losses["infonce"].item() == pytest.approx(same.chance["infonce"], rel=1e-5)
 
 
 def test_infonce_closed_form_for_identical_orthogonal_pairs():
     n, t = 4, 0.5
     e = torch.eye(n)
-    value = AVInfoNCE(t, gather_distributed=False)({"audio_embedding": e, "video_embedding": e}, {})["infonce"]
+    value = AVInfoNCE(temperature=t, gather_distributed=False, projection_dim=0)({"audio_embedding": e, "video_embedding": e}, {}).losses["infonce"]
     expected = -math.log(math.exp(1 / t) / (math.exp(1 / t) + (2 * n - 2)))
     assert value.item() == pytest.approx(expected, rel=1e-5)
 
 
 def test_infonce_rejects_non_positive_temperature():
     with pytest.raises(ValueError, match="temperature=0"):
-        AVInfoNCE(0.0)
+        AVInfoNCE(temperature=0.0)
+    with pytest.raises(ValueError, match="projection heads need the backbone"):
+        AVInfoNCE(temperature=0.1)
 
 
 def test_masked_patch_mse_matches_a_loop_over_masked_patches():
@@ -78,8 +85,7 @@ def test_masked_reconstruction_and_infonce_drop_in_a_few_steps():
     def losses():
         torch.manual_seed(1)  # same masks every step
         out = encoder.forward_features(batch["audio"], batch["video"], 0.5, 0.5)
-        terms = {**mae(out, batch), **nce(out, batch)}
-        return terms
+        return {**mae(out, batch).losses, **nce(out, batch).losses}
 
     first = {k: v.item() for k, v in losses().items()}
     for _ in range(25):
@@ -90,6 +96,17 @@ def test_masked_reconstruction_and_infonce_drop_in_a_few_steps():
     assert set(first) == {"audio", "video", "infonce"}
     for k in first:
         assert last[k] < 0.8 * first[k], f"{k}: {first[k]:.4f} -> {last[k]:.4f}"
+
+
+def test_masked_reconstruction_chance_is_the_cost_of_predicting_zero():
+    encoder = AudioVisualEncoder(SPEC)
+    mae, _ = build_objective("masked_reconstruction", {"decoder_dim": 16, "decoder_depth": 1, "decoder_heads": 2}, encoder)
+    torch.nn.init.zeros_(mae.decoder.audio_head.weight)
+    torch.nn.init.zeros_(mae.decoder.audio_head.bias)
+    batch = {"audio": torch.randn(3, 1, 32, 32), "video": torch.randn(3, 3, 2, 32, 32)}
+    result = mae(encoder.forward_features(batch["audio"], batch["video"], 0.5, 0.5), batch)
+    assert result.chance["audio"] == pytest.approx(255 / 256)  # 16 x 16 patches
+    assert result.losses["audio"].item() == pytest.approx(result.chance["audio"], rel=1e-4)
 
 
 def test_masked_reconstruction_without_masking_says_which_setting_to_change():
@@ -114,6 +131,7 @@ def test_registry_rejects_a_second_registration_of_a_name():
         ("av_infonce", {"temprature": 0.1}, "objectives.av_infonce.temprature.*Did you mean 'temperature'"),
         ("av_infonce", {"weight": -1}, r"objectives.av_infonce.weight=-1: must be a number >= 0"),
         ("av_infonce", {"temperature": -0.5}, r"objectives.av_infonce: temperature=-0.5: must be > 0"),
+        ("av_infonce", {"projection_dim": -1}, r"objectives.av_infonce: projection_dim=-1: must be >= 0"),
         ("masked_reconstruction", {"decoder_dim": 30, "decoder_heads": 4}, "divisible"),
     ],
 )

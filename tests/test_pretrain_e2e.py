@@ -17,6 +17,7 @@ from datamodules.clips import load_clip
 from datamodules.demo import render_demo_clips
 
 TINY = [
+    "recipe=cav_mae_demo",
     "data.num_workers=0",
     "data.batch_size=8",
     "data.preprocessing.clip_seconds=1.0",

@@ -19,6 +19,11 @@ Papers and published settings:
 
 Deviations:
 
+- ``strided_conv`` (video and audio) is avssl's own CPU-sized pair, not a published network: four
+  stride-2 3x3(x3) conv-BN-ReLU stages of w, 2w, 4w, 8w channels (``tower_width`` w) and a global
+  average pool, the shape of the small conv towers the contrastive papers' ablations use. It
+  exists so that the default recipe learns on 2 CPU cores in minutes (docs/objectives.md): a
+  32-wide pair trains at about 2 steps/s on a batch of 32 demo clips, R(2+1)D-18 at about 0.1.
 - All towers use PyTorch's BatchNorm defaults (eps 1e-5, momentum 0.1). XDC's released model sets
   eps 1e-3 / momentum 0.9 to match Caffe2; only loading those checkpoints would need that.
 - The audio towers take avssl's fbank layout ``[B, 1, frames, mels]`` (time first); L3 used a
@@ -149,17 +154,79 @@ class L3AudioTower(nn.Module):
         return self.pool(self.forward_features(audio)).flatten(1)  # (B, 512)
 
 
-# Tower names of `BackboneSpec.video_tower` and `audio_tower` (kind "cnn"); each maps to a constructor without arguments.
-VIDEO_TOWERS: dict[str, Callable[[], nn.Module]] = {"r2plus1d_18": R2Plus1DVideoTower}
-AUDIO_TOWERS: dict[str, Callable[[], nn.Module]] = {"resnet18": ResNet18AudioTower, "l3_vgg": L3AudioTower}
+def _strided_stages(conv: type[nn.Module], norm: type[nn.Module], in_ch: int, width: int,
+                    strides: tuple[int | tuple[int, ...], ...]) -> nn.Sequential:
+    """Conv-BN-ReLU stages of width, 2 x width, ... channels, one per stride, 3 (x 3) kernels."""
+    layers: list[nn.Module] = []
+    for i, stride in enumerate(strides):
+        out_ch = width * 2**i
+        layers += [conv(in_ch, out_ch, 3, stride=stride, padding=1, bias=False), norm(out_ch), nn.ReLU(inplace=True)]
+        in_ch = out_ch
+    return nn.Sequential(*layers)
+
+
+class StridedConvVideoTower(nn.Module):
+    """Four stride-2 3x3x3 conv-BN-ReLU stages (w, 2w, 4w, 8w channels) and a global average pool.
+
+    Space is halved by every stage, time only by the third, so 4 input frames still give 2 steps
+    of motion features. ``forward_features``: ``[B, 3, T, H, W] -> [B, 8w, T/2, H/16, W/16]``
+    (rounded up); ``forward``: ``[B, 8w]``.
+    """
+
+    def __init__(self, width: int = 32):
+        super().__init__()
+        self.out_dim = 8 * width
+        self.features = _strided_stages(nn.Conv3d, nn.BatchNorm3d, 3, width, ((1, 2, 2), (1, 2, 2), (2, 2, 2), (1, 2, 2)))
+        self.pool = nn.AdaptiveAvgPool3d(1)
+
+    def forward_features(self, video: Tensor) -> Tensor:
+        _check_input(video, "video", 5, 3, "[B, 3, T, H, W] (normalised frames)")
+        return self.features(video)  # (B, 8w, t, h, w)
+
+    def forward(self, video: Tensor) -> Tensor:
+        return self.pool(self.forward_features(video)).flatten(1)  # (B, 8w)
+
+
+class StridedConvAudioTower(nn.Module):
+    """Four stride-2 3x3 conv-BN-ReLU stages (w, 2w, 4w, 8w channels) and a global average pool.
+
+    ``forward_features``: ``[B, 1, F, M] -> [B, 8w, F/16, M/16]`` (rounded up); ``forward``: ``[B, 8w]``.
+    """
+
+    def __init__(self, width: int = 32):
+        super().__init__()
+        self.out_dim = 8 * width
+        self.features = _strided_stages(nn.Conv2d, nn.BatchNorm2d, 1, width, (2, 2, 2, 2))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+
+    def forward_features(self, audio: Tensor) -> Tensor:
+        _check_input(audio, "audio", 4, 1, "[B, 1, frames, mels] (log-mel fbank)")
+        return self.features(audio)  # (B, 8w, f, m)
+
+    def forward(self, audio: Tensor) -> Tensor:
+        return self.pool(self.forward_features(audio)).flatten(1)  # (B, 8w)
+
+
+# Tower names of `BackboneSpec.video_tower` and `audio_tower` (kind "cnn"); each maps to a
+# constructor taking the spec (only the strided_conv towers read a field of it, tower_width).
+VIDEO_TOWERS: dict[str, Callable[[BackboneSpec], nn.Module]] = {
+    "r2plus1d_18": lambda spec: R2Plus1DVideoTower(),
+    "strided_conv": lambda spec: StridedConvVideoTower(spec.tower_width),
+}
+AUDIO_TOWERS: dict[str, Callable[[BackboneSpec], nn.Module]] = {
+    "resnet18": lambda spec: ResNet18AudioTower(),
+    "l3_vgg": lambda spec: L3AudioTower(),
+    "strided_conv": lambda spec: StridedConvAudioTower(spec.tower_width),
+}
 
 
 class CNNAudioVisualEncoder(nn.Module):
     """One video CNN tower and one audio CNN tower with the `AudioVisualEncoder` interface.
 
     Args:
-        spec: a `BackboneSpec` of kind ``cnn``: ``video_tower``, ``audio_tower`` and
-            ``embed_dim`` (512 keeps the towers' pooled features as they are, the published
+        spec: a `BackboneSpec` of kind ``cnn``: ``video_tower``, ``audio_tower``,
+            ``tower_width`` (strided_conv towers only) and ``embed_dim`` (the towers' own width,
+            512 for the published ones, keeps their pooled features as they are, the published
             setting, since the papers put their projection or classifier heads in the objective;
             any other width adds a linear projection per modality). The transformer fields are
             ignored.
@@ -169,8 +236,8 @@ class CNNAudioVisualEncoder(nn.Module):
         ``embed_dim`` when the spec asks for it; ``joint_embedding [B, D]``: the **mean** of the
         two (same width as the per-modality embeddings, as in `AudioVisualEncoder`; AVC's
         correspondence head concatenates the two embeddings itself);
-        ``audio_feature_map [B, 512, f, m]``, ``video_feature_map [B, 512, t, h, w]``: last
-        feature maps before pooling and projection.
+        ``audio_feature_map [B, C, f, m]``, ``video_feature_map [B, C, t, h, w]``: last
+        feature maps before pooling and projection (C: the tower's width, 512 for the published ones).
 
     Raises:
         ValueError: a non-zero mask ratio (CNN towers see the whole input), or inputs of the wrong
@@ -190,11 +257,11 @@ class CNNAudioVisualEncoder(nn.Module):
             if value not in valid:
                 raise ValueError(f"backbone.{key}={value!r} is unknown; choose one of {sorted(valid)}")
         self.spec = spec
-        self.video_tower = VIDEO_TOWERS[spec.video_tower]()
-        self.audio_tower = AUDIO_TOWERS[spec.audio_tower]()
+        self.video_tower = VIDEO_TOWERS[spec.video_tower](spec)
+        self.audio_tower = AUDIO_TOWERS[spec.audio_tower](spec)
         d = spec.embed_dim
-        self.video_proj = nn.Identity() if d == FEATURE_DIM else nn.Linear(self.video_tower.out_dim, d)
-        self.audio_proj = nn.Identity() if d == FEATURE_DIM else nn.Linear(self.audio_tower.out_dim, d)
+        self.video_proj = nn.Identity() if d == self.video_tower.out_dim else nn.Linear(self.video_tower.out_dim, d)
+        self.audio_proj = nn.Identity() if d == self.audio_tower.out_dim else nn.Linear(self.audio_tower.out_dim, d)
 
     @property
     def embed_dim(self) -> int:
@@ -232,8 +299,8 @@ class CNNAudioVisualEncoder(nn.Module):
                 "do not drop tokens; set masking.audio_ratio and masking.video_ratio to 0 or use a "
                 "transformer backbone with a masked objective."
             )
-        a_map = self.audio_tower.forward_features(audio)  # (B, 512, f, m)
-        v_map = self.video_tower.forward_features(video)  # (B, 512, t, h, w)
+        a_map = self.audio_tower.forward_features(audio)  # (B, C, f, m)
+        v_map = self.video_tower.forward_features(video)  # (B, C, t, h, w)
         a = self.audio_proj(self.audio_tower.pool(a_map).flatten(1))  # (B, D)
         v = self.video_proj(self.video_tower.pool(v_map).flatten(1))  # (B, D)
         return {

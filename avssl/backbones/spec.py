@@ -47,6 +47,7 @@ class BackboneSpec:
         num_bottlenecks: fusion bottleneck tokens of the "bottleneck" kind (MBT: 4).
         video_tower: CNN video tower of the "cnn" kind (`avssl.backbones.cnn.VIDEO_TOWERS`).
         audio_tower: CNN audio tower of the "cnn" kind (`avssl.backbones.cnn.AUDIO_TOWERS`).
+        tower_width: channels of the first stage of the ``strided_conv`` towers (then 2x, 4x, 8x).
     """
 
     embed_dim: int = 768
@@ -72,3 +73,4 @@ class BackboneSpec:
     num_bottlenecks: int = 4
     video_tower: str = "r2plus1d_18"
     audio_tower: str = "resnet18"
+    tower_width: int = 32

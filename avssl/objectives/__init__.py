@@ -3,13 +3,17 @@
 Importing this package registers every built-in objective.
 """
 
-from avssl.objectives import contrastive, masked
+from avssl.objectives import contrastive, health, masked
 from avssl.objectives.registry import (
     OBJECTIVES,
     Objective,
+    ObjectiveOutput,
     build_objective,
     check_objective_config,
     register_objective,
 )
 
-__all__ = ["OBJECTIVES", "Objective", "build_objective", "check_objective_config", "register_objective", "contrastive", "masked"]
+__all__ = [
+    "OBJECTIVES", "Objective", "ObjectiveOutput", "build_objective", "check_objective_config", "register_objective",
+    "contrastive", "health", "masked",
+]

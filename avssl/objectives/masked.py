@@ -20,7 +20,7 @@ from torch import Tensor
 from avssl.backbones.decoder import MAEDecoder
 from avssl.backbones.encoder import AudioVisualEncoder
 from avssl.backbones.tokenizers import spectrogram_patches, tubelet_patches
-from avssl.objectives.registry import Objective, register_objective
+from avssl.objectives.registry import Objective, ObjectiveOutput, register_objective
 
 
 def masked_patch_mse(pred: Tensor, target: Tensor, idx_mask: Tensor, normalize_target: bool) -> Tensor:
@@ -55,7 +55,9 @@ class MaskedReconstruction(Objective):
         audio_weight: weight of the audio term.
         video_weight: weight of the video term.
 
-    Returns from forward: ``{"audio": L_a * audio_weight, "video": L_v * video_weight}``.
+    Returns from forward: losses ``{"audio": L_a * audio_weight, "video": L_v * video_weight}``;
+    with ``norm_pix_loss`` their chance values, the loss of predicting every target patch's mean
+    (about the term's weight, since normalised patches have unit variance).
 
     Raises:
         ValueError: for a non-positive size or a negative weight; at the first step if a modality
@@ -97,7 +99,12 @@ class MaskedReconstruction(Objective):
         self.audio_weight = audio_weight
         self.video_weight = video_weight
 
-    def forward(self, out: dict[str, Tensor], batch: dict[str, Any]) -> dict[str, Tensor]:
+    stuck_hint = (
+        "the decoder predicts no better than each patch's mean. Check that masking.audio_ratio and "
+        "masking.video_ratio are > 0, then try a lower optim.lr or a longer optim.warmup_epochs."
+    )
+
+    def forward(self, out: dict[str, Tensor], batch: dict[str, Any]) -> ObjectiveOutput:
         for modality in ("audio", "video"):
             if out[f"{modality}_idx_mask"].shape[1] == 0:
                 raise ValueError(
@@ -111,4 +118,18 @@ class MaskedReconstruction(Objective):
         video_loss = masked_patch_mse(
             video_pred, tubelet_patches(batch["video"], self.video_patch), out["video_idx_mask"], self.norm_pix_loss
         )
-        return {"audio": audio_loss * self.audio_weight, "video": video_loss * self.video_weight}
+        losses = {"audio": audio_loss * self.audio_weight, "video": video_loss * self.video_weight}
+        if not self.norm_pix_loss:
+            return ObjectiveOutput(losses)
+        # A patch of P values normalised with the Bessel-corrected std has mean 0 and mean square
+        # (P - 1) / P: the cost of predicting 0 (its mean) everywhere, times the weight.
+        chance = {
+            "audio": self.audio_weight * _bessel_chance(audio_pred.shape[-1]),
+            "video": self.video_weight * _bessel_chance(video_pred.shape[-1]),
+        }
+        return ObjectiveOutput(losses, chance=chance)
+
+
+def _bessel_chance(patch_values: int) -> float:
+    """Mean squared value of a patch normalised with the Bessel-corrected variance: ``(P-1)/P``."""
+    return (patch_values - 1) / patch_values

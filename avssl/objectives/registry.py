@@ -1,7 +1,8 @@
 """The objective interface and registry.
 
 An objective is an `nn.Module` that reads the model-output dict (see
-`avssl.backbones.encoder.AudioVisualEncoder`) and the batch, and returns named loss terms. It may
+`avssl.backbones.encoder.AudioVisualEncoder`) and the batch, and returns an `ObjectiveOutput`:
+named loss terms, training-health scalars and the chance value of each term. It may
 own state (a decoder, a memory bank, an EMA teacher) that is trained and checkpointed with the
 module. Adding one is one new file with ``@register_objective("name")``; recipes list objectives by
 that name with a weight and keyword arguments::
@@ -17,6 +18,7 @@ from __future__ import annotations
 import abc
 import difflib
 import inspect
+from dataclasses import dataclass, field
 from typing import Any
 
 from torch import Tensor, nn
@@ -24,12 +26,38 @@ from torch import Tensor, nn
 DEFAULT_WEIGHT = 1.0
 
 
+@dataclass
+class ObjectiveOutput:
+    """What an objective gives back for one training step.
+
+    Attributes:
+        losses: named scalar loss terms; the module adds ``weight * sum(losses)`` to the total.
+        health: named scalars that show whether the objective learns (e.g. in-batch retrieval
+            accuracy, a collapse monitor); logged as ``health/<objective>/<name>``, never
+            differentiated.
+        chance: for some or all loss terms, the value the term takes when nothing is learned
+            (InfoNCE: ln of the number of candidates); logged as ``health/<objective>/<term>_chance``
+            and watched by `avssl.callbacks.ChanceMonitor`.
+    """
+
+    losses: dict[str, Tensor]
+    health: dict[str, Tensor] = field(default_factory=dict)
+    chance: dict[str, float] = field(default_factory=dict)
+
+
 class Objective(nn.Module, abc.ABC):
-    """Base class: ``forward(out, batch) -> {term_name: scalar loss}``; the terms are summed."""
+    """Base class: ``forward(out, batch) -> ObjectiveOutput``; the loss terms are summed.
+
+    Attributes:
+        stuck_hint: what to try when a loss term stays at its chance value (quoted in the warning
+            of `avssl.callbacks.ChanceMonitor`).
+    """
+
+    stuck_hint: str = "check the data report and the health/ scalars, then try a lower optim.lr."
 
     @abc.abstractmethod
-    def forward(self, out: dict[str, Tensor], batch: dict[str, Any]) -> dict[str, Tensor]:
-        """Named loss terms computed from the model output and the batch."""
+    def forward(self, out: dict[str, Tensor], batch: dict[str, Any]) -> ObjectiveOutput:
+        """Named loss terms (and health scalars) computed from the model output and the batch."""
 
 
 OBJECTIVES: dict[str, type[Objective]] = {}
