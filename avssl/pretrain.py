@@ -1,6 +1,6 @@
 """``python -m avssl.pretrain [recipe=NAME|PATH] [key=value ...]``: self-supervised pretraining.
 
-With no argument it runs the default recipe (CAV-MAE scaled down) on the built-in demo clips,
+With no argument it runs the default recipe (audio-visual InfoNCE on small CNN towers) on the built-in demo clips,
 which are rendered and cached on first use. A run leaves a directory with the resolved
 ``config.yaml``, ``checkpoints/last.ckpt``, ``tensorboard/``, ``data_report.json``, ``probe.json``
 (when a labeled set is available) and ``export/`` (the backbone, loadable with

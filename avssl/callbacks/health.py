@@ -24,7 +24,8 @@ class ChanceMonitor(pl.Callback):
     Args:
         patience_steps: training steps before a term is judged (0: never warn).
         tolerance: a term is "at chance" while its mean over the last ``window`` steps is above
-            ``(1 - tolerance) * chance``.
+            ``(1 - tolerance)`` times the mean of its chance values over the same steps (the chance
+            value moves with the batch size).
         window: steps averaged before comparing (single steps are noisy).
 
     Raises:
@@ -38,18 +39,19 @@ class ChanceMonitor(pl.Callback):
         self.patience_steps = patience_steps
         self.tolerance = tolerance
         self.window = window
-        self._recent: dict[str, deque[float]] = {}
+        self._recent: dict[str, deque[tuple[float, float]]] = {}  # term -> recent (value, chance)
         self.warned: set[str] = set()
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         if not self.patience_steps or not isinstance(outputs, dict):
             return
-        for key, (value, chance) in outputs.get("chance", {}).items():
+        for key, value_and_chance in outputs.get("chance", {}).items():
             recent = self._recent.setdefault(key, deque(maxlen=self.window))
-            recent.append(value)
+            recent.append(value_and_chance)
             if key in self.warned or trainer.global_step < self.patience_steps or len(recent) < self.window:
                 continue
-            smoothed = sum(recent) / len(recent)
+            smoothed = sum(v for v, _ in recent) / len(recent)
+            chance = sum(c for _, c in recent) / len(recent)
             if smoothed > (1.0 - self.tolerance) * chance:
                 self.warned.add(key)
                 objective = key.split("/", 1)[0]
