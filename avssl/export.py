@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 from omegaconf import OmegaConf
 from safetensors.torch import save_file
 
+from avssl.atomic_files import atomic_write
 from avssl.backbones.encoder import AudioVisualEncoder
 from avssl.backbones.registry import build_encoder
 from avssl.config import from_dict
@@ -44,11 +44,11 @@ def export_encoder(encoder: AudioVisualEncoder, preprocessing: Preprocessing, ou
         "preprocessing": asdict(preprocessing),
         "source": source or {},
     }
-    # Write both files under temporary names first so a crash never leaves a half-written export.
-    save_file(state, out / f".{WEIGHTS_FILE}.tmp", metadata={"format": EXPORT_FORMAT})
-    OmegaConf.save(OmegaConf.create(meta), out / f".{CONFIG_FILE}.tmp")
-    os.replace(out / f".{WEIGHTS_FILE}.tmp", out / WEIGHTS_FILE)
-    os.replace(out / f".{CONFIG_FILE}.tmp", out / CONFIG_FILE)
+    # Each file is replaced atomically, weights first: a crash never leaves a half-written file.
+    with atomic_write(out / WEIGHTS_FILE) as partial:
+        save_file(state, partial, metadata={"format": EXPORT_FORMAT})
+    with atomic_write(out / CONFIG_FILE) as partial:
+        OmegaConf.save(OmegaConf.create(meta), partial)
     return out
 
 

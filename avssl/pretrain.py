@@ -10,25 +10,28 @@ which are rendered and cached on first use. A run leaves a directory with the re
 from __future__ import annotations
 
 import logging
+import shlex
 import sys
 import time
 import warnings
 from dataclasses import dataclass, fields, replace
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.loggers import TensorBoardLogger
 
+from avssl.atomic_files import remove_partial_files
 from avssl.backbones.spec import BackboneSpec
-from avssl.callbacks import ChanceMonitor, DataReportCallback, LinearProbeCallback
+from avssl.callbacks import AtomicCheckpointIO, ChanceMonitor, DataReportCallback, LastCheckpoint, LinearProbeCallback
 from avssl.config import ConfigError, PretrainConfig, load_config, to_yaml
 from avssl.evaluation.linear_probe import FEATURE_SETS
 from avssl.export import export_encoder
 from avssl.loading import load_backbone
 from avssl.module import AVPretrainModule
+from avssl.resume import check_resume_checkpoint
+from avssl.run_dir import choose_run_directory
 from datamodules.demo import ensure_demo_clips
 from datamodules.errors import ClipError, DataPathError, DataSourceError, NoUsableClipsError
 from datamodules.labeled import LabeledClipDataModule
@@ -43,26 +46,31 @@ USER_ERRORS = (ConfigError, ClipError, DataPathError, DataSourceError, NoUsableC
 
 @dataclass
 class RunResult:
-    """Where a finished run put things, and its probe figures (empty without a labeled set)."""
+    """Where a finished run put things, and its probe figures (empty without a labeled set).
+
+    Attributes:
+        step: the global step ``checkpoint`` holds.
+        launched_rank: True in the processes Lightning started for DDP ranks other than 0 (they
+            report nothing; rank 0 does).
+    """
 
     run_dir: Path
     checkpoint: Path
+    step: int
     export_dir: Path
     data_report: Path
     probe: dict[str, Any]
     seconds: float
+    launched_rank: bool = False
 
 
-def _run_dir(config: PretrainConfig) -> Path:
-    if config.run.dir:
-        return Path(config.run.dir)
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    path = Path("runs") / f"{config.recipe}-{stamp}"
-    suffix = 1
-    while path.exists():
-        suffix += 1
-        path = Path("runs") / f"{config.recipe}-{stamp}-{suffix}"
-    return path
+class RunInterrupted(Exception):
+    """Ctrl-C stopped training; `checkpoint` holds `step` (None: no step had finished)."""
+
+    def __init__(self, checkpoint: Path, step: int | None) -> None:
+        super().__init__(f"interrupted at step {step}")
+        self.checkpoint = checkpoint
+        self.step = step
 
 
 def _sources(config: PretrainConfig) -> tuple[SourceConfig, str | None]:
@@ -76,15 +84,6 @@ def _sources(config: PretrainConfig) -> tuple[SourceConfig, str | None]:
     demo = ensure_demo_clips()
     source = replace(config.data.source, kind="folder", path=str(demo.unlabeled))
     return source, (config.probe.data or str(demo.labeled)) if config.probe.enabled else None
-
-
-def _resume_checkpoint(config: PretrainConfig) -> str | None:
-    if config.run.resume is None:
-        return None
-    if not Path(config.run.resume).is_file():
-        raise DataPathError(config.run.resume, "run.resume", "is not a checkpoint file",
-                            "set run.resume to a .ckpt file, e.g. runs/<run>/checkpoints/last.ckpt")
-    return config.run.resume
 
 
 # Fields that change no parameter: an export trained with other values still fits the recipe.
@@ -112,15 +111,20 @@ def _init_backbone(module: AVPretrainModule, export: str) -> None:
 def run(config: PretrainConfig) -> RunResult:
     """Pretrains as `config` says and exports the backbone.
 
+    Everything a user can get wrong is checked before the run directory is made (except an
+    unusable data source, whose data report is written there).
+
     Raises:
         ConfigError, DataPathError, NoUsableClipsError, ClipError: user-fixable problems, raised
             before training starts (a ClipError only with ``data.strict=true``).
+        RunInterrupted: Ctrl-C during training, after ``last.ckpt`` was saved.
     """
     started = time.perf_counter()
     pl.seed_everything(config.run.seed, workers=True, verbose=False)
     module = AVPretrainModule(config)  # builds and checks every objective before any data work
     if config.backbone.init_from is not None:
         _init_backbone(module, config.backbone.init_from)
+    run_dir = choose_run_directory(config)
     source, probe_root = _sources(config)
     pre = config.data.preprocessing
     data = config.data
@@ -128,23 +132,10 @@ def run(config: PretrainConfig) -> RunResult:
         preprocessing=pre, policies=data.policies, batch_size=data.batch_size,
         clips_per_video=data.clips_per_video, sampling=data.clip_sampling, seed=config.run.seed,
         num_workers=data.num_workers, audio_features_on=data.audio_features_on), strict=data.strict)
-    run_dir = _run_dir(config)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(to_yaml(config))
-    report_path = run_dir / "data_report.json"
-    try:
-        datamodule.setup("fit")
-    finally:  # also when the source is unusable: the report exists and says so
-        datamodule.report.write_json(report_path)
-    checkpoint_dir = run_dir / "checkpoints"
-    every_n_steps = config.run.checkpoint_every_n_steps or None
+    checkpoint = LastCheckpoint(run_dir.checkpoints, config.run.checkpoint_every_n_steps)
     callbacks: list[pl.Callback] = [
-        # No monitored metric: keeps the newest, overwritten (atomically, via fsspec) every epoch,
-        # and every N steps if asked; the data position is saved with it.
-        ModelCheckpoint(dirpath=checkpoint_dir, filename="last", save_top_k=1,
-                        every_n_epochs=None if every_n_steps else 1, every_n_train_steps=every_n_steps,
-                        save_on_train_epoch_end=True),
-        DataReportCallback(datamodule.report, report_path, source.path),
+        checkpoint,
+        DataReportCallback(datamodule.report, run_dir.data_report, source.path),
         LearningRateMonitor(logging_interval="step"),
         ChanceMonitor(config.health.chance_patience_steps, config.health.chance_tolerance),
     ]
@@ -163,15 +154,16 @@ def run(config: PretrainConfig) -> RunResult:
         )
         labeled.setup("fit")
         probe_callback = LinearProbeCallback(
-            labeled, run_dir / "probe.json", config.probe.every_n_epochs, config.probe.random_init_baseline, config.run.seed
+            labeled, run_dir.path / "probe.json", config.probe.every_n_epochs, config.probe.random_init_baseline, config.run.seed
         )
         callbacks.append(probe_callback)
 
     t = config.trainer
     trainer = pl.Trainer(
-        default_root_dir=run_dir,
-        logger=TensorBoardLogger(save_dir=run_dir, name="tensorboard", version=""),
+        default_root_dir=run_dir.path,
+        logger=TensorBoardLogger(save_dir=run_dir.path, name="tensorboard", version=""),
         callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
         max_epochs=t.max_epochs,
         max_steps=t.max_steps,
         accelerator=t.accelerator,
@@ -184,22 +176,40 @@ def run(config: PretrainConfig) -> RunResult:
         enable_progress_bar=t.enable_progress_bar,
         enable_model_summary=False,
     )
-    with warnings.catch_warnings():
+    if config.run.resume is not None:
+        check_resume_checkpoint(config.run.resume, module, datamodule, trainer.world_size)
+    if not run_dir.launched_rank:
+        run_dir.path.mkdir(parents=True, exist_ok=True)
+        (run_dir.path / "config.yaml").write_text(to_yaml(config))
+        for leftover in remove_partial_files(run_dir.checkpoints) + remove_partial_files(run_dir.export):
+            log.info("removed %s, left by a run killed while saving", leftover)
+    try:
+        datamodule.setup("fit")
+    finally:  # also when the source is unusable: the report exists and says so
+        if not run_dir.launched_rank:
+            datamodule.report.write_json(run_dir.data_report)
+    with run_dir.shared_with_launched_ranks(), warnings.catch_warnings():
         # ClipStream's length is exact for any number of workers (datamodules/epoch_plan.py).
         warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined")
         # The data position is resumed by the data module (its state_dict), not the loader.
         warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
-        trainer.fit(module, datamodule=datamodule, ckpt_path=_resume_checkpoint(config))
-    export_dir = run_dir / "export"
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=config.run.resume)
+        except SystemExit:  # Lightning ends with sys.exit(1) after handling Ctrl-C
+            if checkpoint.interrupted:
+                raise RunInterrupted(checkpoint.path, checkpoint.saved_step) from None
+            raise
     if trainer.is_global_zero:
-        export_encoder(module.backbone, pre, export_dir, source={"run": str(run_dir), "recipe": config.recipe})
+        export_encoder(module.backbone, pre, run_dir.export, source={"run": str(run_dir.path), "recipe": config.recipe})
     return RunResult(
-        run_dir=run_dir,
-        checkpoint=checkpoint_dir / "last.ckpt",
-        export_dir=export_dir,
-        data_report=report_path,
+        run_dir=run_dir.path,
+        checkpoint=checkpoint.path,
+        step=trainer.global_step,
+        export_dir=run_dir.export,
+        data_report=run_dir.data_report,
         probe=probe_callback.results if probe_callback else {},
         seconds=time.perf_counter() - started,
+        launched_rank=not trainer.is_global_zero,
     )
 
 
@@ -207,7 +217,7 @@ def format_summary(result: RunResult) -> str:
     """What a user reads at the end of a run: where everything is, and the probe figures."""
     lines = [
         f"run directory   {result.run_dir}",
-        f"checkpoint      {result.checkpoint}",
+        f"checkpoint      {result.checkpoint}  (step {result.step})",
         f"export          {result.export_dir}  (avssl.load_backbone('{result.export_dir}'))",
         f"tensorboard     tensorboard --logdir {result.run_dir / 'tensorboard'}",
         f"data report     {result.data_report}",
@@ -222,15 +232,33 @@ def format_summary(result: RunResult) -> str:
     return "\n".join(lines)
 
 
+def resume_command(argv: list[str], checkpoint: Path) -> str:
+    """The command that continues an interrupted run: the same arguments, resuming `checkpoint`."""
+    kept = [arg for arg in argv if not arg.startswith("run.resume=")]
+    return shlex.join(["python", "-m", "avssl.pretrain", *kept, f"run.resume={checkpoint}"])
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        config = load_config(sys.argv[1:] if argv is None else argv)
+        config = load_config(argv)
         result = run(config)
     except USER_ERRORS as err:
         print(f"avssl.pretrain: error: {err}", file=sys.stderr)
         return 2
-    print("\n" + format_summary(result))
+    except RunInterrupted as stop:
+        if stop.step is None:
+            print("avssl.pretrain: interrupted before the first training step; nothing to resume.", file=sys.stderr)
+        else:
+            print(f"avssl.pretrain: interrupted; {stop.checkpoint} holds step {stop.step}. Resume with:\n"
+                  f"  {resume_command(argv, stop.checkpoint)}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("avssl.pretrain: interrupted before training started; nothing was saved.", file=sys.stderr)
+        return 130
+    if not result.launched_rank:
+        print("\n" + format_summary(result))
     return 0
 
 

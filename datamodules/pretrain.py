@@ -97,7 +97,7 @@ class AVPretrainDataModule(pl.LightningDataModule):
 
         The position is the current epoch and the batches of it trained on, counted by the
         Trainer (the loader reads ahead of training); a finished epoch is saved as the start of
-        the next one.
+        the next one. It also records the settings the epoch's plan was made from.
         """
         state: dict[str, Any] = {"report": self.report.to_state()}
         if self.trainer is not None:
@@ -105,8 +105,35 @@ class AVPretrainDataModule(pl.LightningDataModule):
             done = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
             if done >= self.trainer.num_training_batches:
                 epoch, done = epoch + 1, 0
-            state["position"] = {"epoch": epoch, "batches_done": done}
+            state["position"] = {"epoch": epoch, "batches_done": done, "plan": self.plan_settings(self.trainer.world_size)}
         return state
+
+    def plan_settings(self, world_size: int) -> dict[str, Any]:
+        """The settings an epoch's plan depends on, by config key (see datamodules/epoch_plan.py)."""
+        s = self.settings
+        return {
+            "data.source.path": self.source_config.path,
+            "data.batch_size": s.batch_size,
+            "data.clips_per_video": s.clips_per_video,
+            "data.clip_sampling": s.sampling,
+            "data.num_workers": s.readers,  # 0 and 1 both mean one reader per rank
+            "data.preprocessing.clip_seconds": s.preprocessing.clip_seconds,
+            "run.seed": s.seed,
+            "number of processes (trainer.devices x trainer.num_nodes)": world_size,
+        }
+
+    def resume_conflicts(self, state: dict[str, Any], world_size: int) -> list[str]:
+        """Why the saved `state` cannot be resumed with these settings (empty: it can).
+
+        Only a position inside an epoch binds the settings: the batches already trained on are
+        counted in that epoch's plan, and another plan would train some clips twice and skip
+        others. A position at an epoch boundary can be resumed with any settings.
+        """
+        position = state.get("position") or {}
+        if not position.get("batches_done"):
+            return []
+        saved, now = position.get("plan", {}), self.plan_settings(world_size)
+        return [f"{key} (checkpoint: {saved[key]}, now: {now[key]})" for key in now if key in saved and saved[key] != now[key]]
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.report.load_state(state_dict["report"])

@@ -1,7 +1,8 @@
-"""Lightning callbacks: data accounting, training health and evaluation during pretraining."""
+"""Lightning callbacks: the run's checkpoint, data accounting, training health and evaluation during pretraining."""
 
 from avssl.callbacks.data_report import DataReportCallback
 from avssl.callbacks.health import ChanceMonitor
+from avssl.callbacks.last_checkpoint import AtomicCheckpointIO, LastCheckpoint
 from avssl.callbacks.linear_probe import LinearProbeCallback
 
-__all__ = ["ChanceMonitor", "DataReportCallback", "LinearProbeCallback"]
+__all__ = ["AtomicCheckpointIO", "ChanceMonitor", "DataReportCallback", "LastCheckpoint", "LinearProbeCallback"]

@@ -45,7 +45,8 @@ class DataReportCallback(pl.Callback):
         combined = self._write(trainer)
         if combined.clips == 0:
             raise NoUsableClipsError(self.source, combined.files_seen, combined.counts_by_reason(), [])
-        log.info("data after epoch %d: %s (details in %s)", trainer.current_epoch, combined.summary(), self.path)
+        if trainer.is_global_zero:
+            log.info("data after epoch %d: %s (details in %s)", trainer.current_epoch, combined.summary(), self.path)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._write(trainer)
