@@ -127,7 +127,8 @@ def run(config: PretrainConfig) -> RunResult:
     datamodule = AVPretrainDataModule(source, StreamSettings(
         preprocessing=pre, policies=data.policies, batch_size=data.batch_size,
         clips_per_video=data.clips_per_video, sampling=data.clip_sampling, seed=config.run.seed,
-        num_workers=data.num_workers, audio_features_on=data.audio_features_on), strict=data.strict)
+        num_workers=data.num_workers, audio_features_on=data.audio_features_on), strict=data.strict,
+        path_key="data.root" if data.root is not None else "data.source.path")
     run_dir = _run_dir(config)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(to_yaml(config))
@@ -144,7 +145,7 @@ def run(config: PretrainConfig) -> RunResult:
         ModelCheckpoint(dirpath=checkpoint_dir, filename="last", save_top_k=1,
                         every_n_epochs=None if every_n_steps else 1, every_n_train_steps=every_n_steps,
                         save_on_train_epoch_end=True),
-        DataReportCallback(datamodule.report, report_path, source.path),
+        DataReportCallback(datamodule.report, report_path, source.path, datamodule.path_key),
         LearningRateMonitor(logging_interval="step"),
         ChanceMonitor(config.health.chance_patience_steps, config.health.chance_tolerance),
     ]

@@ -90,6 +90,8 @@ class LabeledClipDataModule(pl.LightningDataModule):
             skipping it.
         key: the config key or option that set ``root``, named in errors.
         policies: which files without audio or shorter than a clip are kept, and how they are read.
+        extensions_key: the config key or option that sets ``extensions``, named in errors (None:
+            the caller offers none).
 
     Attributes:
         report: one report over both splits, filled by `setup`.
@@ -104,7 +106,8 @@ class LabeledClipDataModule(pl.LightningDataModule):
     def __init__(self, root: str, preprocessing: Preprocessing, batch_size: int, num_workers: int,
                  test_fraction: float = 0.3, seed: int = 0,
                  extensions: Sequence[str] = DEFAULT_EXTENSIONS, strict: bool = False,
-                 key: str = "data.root", policies: DataPolicies = DataPolicies()) -> None:
+                 key: str = "data.root", policies: DataPolicies = DataPolicies(),
+                 extensions_key: str | None = "data.source.extensions") -> None:
         super().__init__()
         if not 0.0 < test_fraction < 1.0:
             raise ValueError(f"test_fraction={test_fraction}: must be in (0, 1), e.g. 0.3.")
@@ -120,6 +123,7 @@ class LabeledClipDataModule(pl.LightningDataModule):
         self.extensions = tuple(extensions)
         self.strict = strict
         self.key = key
+        self.extensions_key = extensions_key
         self.report = DataReport()
         self.class_names: list[str] = []
         self._train: list[ClipEntry] | None = None
@@ -190,7 +194,7 @@ class LabeledClipDataModule(pl.LightningDataModule):
         if not entries:
             skips = Counter(s["reason"] for s in self.report.skipped[skips_before:])
             raise NoUsableClipsError(folder, self.report.files_seen - files_before, skips,
-                                     self.extensions)
+                                     self.extensions, key=self.key, extensions_key=self.extensions_key)
         return entries
 
     @property

@@ -29,12 +29,16 @@ class DataReportCallback(pl.Callback):
         report: the pretraining data module's report.
         path: where ``data_report.json`` goes.
         source: how the source is named in errors.
+        key: the config key that set the source (``data.root`` or ``data.source.path``), named in
+            errors.
     """
 
-    def __init__(self, report: DataReport, path: str | Path, source: str = "the data source") -> None:
+    def __init__(self, report: DataReport, path: str | Path, source: str = "the data source",
+                 key: str = "data.source.path") -> None:
         self.report = report
         self.path = Path(path)
         self.source = source
+        self.key = key
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         self.report.add_batch(batch["meta"])
@@ -44,7 +48,8 @@ class DataReportCallback(pl.Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         combined = self._write(trainer)
         if combined.clips == 0:
-            raise NoUsableClipsError(self.source, combined.files_seen, combined.counts_by_reason(), [])
+            raise NoUsableClipsError(self.source, combined.files_seen, combined.counts_by_reason(), [],
+                                     key=self.key, extensions_key="data.source.extensions")
         log.info("data after epoch %d: %s (details in %s)", trainer.current_epoch, combined.summary(), self.path)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
