@@ -33,6 +33,7 @@ from datamodules.demo import ensure_demo_clips
 from datamodules.errors import ClipError, DataPathError, DataSourceError, NoUsableClipsError
 from datamodules.labeled import LabeledClipDataModule
 from datamodules.pretrain import AVPretrainDataModule
+from datamodules.report import DataReport
 from datamodules.sources import SourceConfig
 from datamodules.stream import StreamSettings
 
@@ -161,8 +162,13 @@ def run(config: PretrainConfig) -> RunResult:
             extensions=data.source.extensions,
             key="probe.data",
             policies=data.policies,
+            report=DataReport(location=f"{report_path} (its 'probe' section)"),
         )
-        labeled.setup("fit")
+        datamodule.report.sections["probe"] = labeled.report
+        try:
+            labeled.setup("fit")  # refuses degenerate probe data before any training
+        finally:  # also when it is refused: its skipped files are in the report the messages name
+            datamodule.report.write_json(report_path)
         probe_callback = LinearProbeCallback(
             labeled, run_dir / "probe.json", config.probe.every_n_epochs, config.probe.random_init_baseline, config.run.seed
         )
