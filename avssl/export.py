@@ -23,7 +23,7 @@ from avssl.backbones.encoder import AudioVisualEncoder
 from avssl.backbones.registry import build_encoder
 from avssl.config import from_dict
 from avssl.loading import CONFIG_FILE, WEIGHTS_FILE
-from avssl.torch_files import load_torch_file
+from avssl.torch_files import first_line, load_torch_file, load_weights
 from datamodules.preprocessing import Preprocessing
 
 EXPORT_FORMAT = "avssl-backbone/1"
@@ -60,7 +60,8 @@ def encoder_from_checkpoint(path: str | Path) -> tuple[AudioVisualEncoder, Prepr
 
     Raises:
         FileNotFoundError: no such checkpoint.
-        ValueError: the file is not an avssl pretraining checkpoint.
+        ValueError: the file is empty, truncated or corrupt, is not an avssl pretraining checkpoint,
+            or its weights do not fit the config in its hyper_parameters (one line naming the file).
     """
     path = Path(path)
     ckpt = load_torch_file(path, "checkpoint", "a .ckpt file such as runs/<run>/checkpoints/last.ckpt")
@@ -69,9 +70,17 @@ def encoder_from_checkpoint(path: str | Path) -> tuple[AudioVisualEncoder, Prepr
         state = ckpt["state_dict"]
     except (KeyError, TypeError):
         raise ValueError(f"{path} is not an avssl pretraining checkpoint (no hyper_parameters.config / state_dict)") from None
-    config = from_dict(config_dict)
-    encoder = build_encoder(config.backbone.resolve(config.data.preprocessing))
-    encoder.load_state_dict({k[len(BACKBONE_PREFIX) :]: v for k, v in state.items() if k.startswith(BACKBONE_PREFIX)})
+    if not isinstance(config_dict, dict) or not isinstance(state, dict):
+        raise ValueError(f"{path} is not an avssl pretraining checkpoint (hyper_parameters.config and state_dict must be dicts)")
+    try:
+        config = from_dict(config_dict)
+        encoder = build_encoder(config.backbone.resolve(config.data.preprocessing))
+    except Exception as err:  # OmegaConf and the backbone checks raise several types for a bad config
+        raise ValueError(f"{path}: the config in its hyper_parameters cannot be used ({first_line(err)}); "
+                         "was it written by another avssl version?") from None
+    backbone = {k[len(BACKBONE_PREFIX) :]: v for k, v in state.items() if k.startswith(BACKBONE_PREFIX)}
+    load_weights(encoder, backbone, path, "the config in its hyper_parameters",
+                 "the checkpoint was not written with this config (was it edited?); pass the checkpoint of a run")
     return encoder, config.data.preprocessing, config_dict
 
 

@@ -20,10 +20,12 @@ from torch import Tensor, nn
 from avssl.backbones.encoder import AudioVisualEncoder
 from avssl.backbones.registry import build_encoder
 from avssl.backbones.spec import BackboneSpec
+from avssl.torch_files import first_line, load_weights
 from datamodules.preprocessing import Preprocessing
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.yaml"
+REEXPORT = "re-export it with python -m avssl.export (or python -m avssl.convert for a converted checkpoint)"
 
 
 def _dataclass_from(cls: type, data: dict[str, Any], what: str, path: Path) -> Any:
@@ -31,7 +33,10 @@ def _dataclass_from(cls: type, data: dict[str, Any], what: str, path: Path) -> A
     unknown = set(data) - known
     if unknown:
         raise ValueError(f"{path}: unknown {what} keys {sorted(unknown)}; was it written by a newer avssl?")
-    return cls(**data)
+    try:
+        return cls(**data)
+    except (TypeError, ValueError) as err:  # a required field is missing, or a value is refused
+        raise ValueError(f"{path}: bad {what} section ({err}); {REEXPORT}") from None
 
 
 class PretrainedBackbone(nn.Module):
@@ -98,7 +103,8 @@ def load_backbone(path: str | Path, device: torch.device | str = "cpu") -> Pretr
 
     Raises:
         FileNotFoundError: the directory or one of its two files is missing.
-        ValueError: the files are not an avssl export.
+        ValueError: the files are not an avssl export, the weights file is truncated or corrupt,
+            or the weights do not fit the architecture in the config (one line naming the file).
     """
     path = Path(path)
     if (path / "export" / CONFIG_FILE).is_file():
@@ -109,12 +115,23 @@ def load_backbone(path: str | Path, device: torch.device | str = "cpu") -> Pretr
                 f"{path / name} not found; pass a directory written by `python -m avssl.export` "
                 "or a run directory that has export/"
             )
-    meta = OmegaConf.to_container(OmegaConf.load(path / CONFIG_FILE))
-    if not isinstance(meta, dict) or "backbone" not in meta or "preprocessing" not in meta:
-        raise ValueError(f"{path / CONFIG_FILE} is not an avssl export config (needs 'backbone' and 'preprocessing')")
-    spec = _dataclass_from(BackboneSpec, meta["backbone"], "backbone", path)
-    preprocessing = _dataclass_from(Preprocessing, meta["preprocessing"], "preprocessing", path)
-    encoder = build_encoder(spec)
-    encoder.load_state_dict(load_file(path / WEIGHTS_FILE, device="cpu"))
+    config_path, weights_path = path / CONFIG_FILE, path / WEIGHTS_FILE
+    try:
+        meta = OmegaConf.to_container(OmegaConf.load(config_path))
+    except Exception as err:  # yaml and OmegaConf raise several types for a file that is not YAML
+        raise ValueError(f"{config_path} cannot be read as YAML ({first_line(err)}); {REEXPORT}") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("backbone"), dict) or not isinstance(meta.get("preprocessing"), dict):
+        raise ValueError(f"{config_path} is not an avssl export config (needs 'backbone' and 'preprocessing'); {REEXPORT}")
+    spec = _dataclass_from(BackboneSpec, meta["backbone"], "backbone", config_path)
+    preprocessing = _dataclass_from(Preprocessing, meta["preprocessing"], "preprocessing", config_path)
+    try:
+        encoder = build_encoder(spec)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{config_path}: its backbone cannot be built ({first_line(err)}); {REEXPORT}") from None
+    try:
+        state = load_file(weights_path, device="cpu")
+    except Exception as err:  # safetensors raises its own error type (and OSError) for a bad file
+        raise ValueError(f"{weights_path} is truncated or not a safetensors file ({first_line(err)}); {REEXPORT}") from None
+    load_weights(encoder, state, weights_path, CONFIG_FILE, f"was {CONFIG_FILE} edited? Restore it, or {REEXPORT}")
     model = PretrainedBackbone(encoder, preprocessing).to(device)
     return model.eval()

@@ -36,6 +36,7 @@ from datamodules.demo import ensure_demo_clips
 from datamodules.errors import ClipError, DataPathError, DataSourceError, NoUsableClipsError
 from datamodules.labeled import LabeledClipDataModule
 from datamodules.pretrain import AVPretrainDataModule
+from datamodules.report import DataReport
 from datamodules.sources import SourceConfig
 from datamodules.stream import StreamSettings
 
@@ -131,15 +132,16 @@ def run(config: PretrainConfig) -> RunResult:
     datamodule = AVPretrainDataModule(source, StreamSettings(
         preprocessing=pre, policies=data.policies, batch_size=data.batch_size,
         clips_per_video=data.clips_per_video, sampling=data.clip_sampling, seed=config.run.seed,
-        num_workers=data.num_workers, audio_features_on=data.audio_features_on), strict=data.strict)
+        num_workers=data.num_workers, audio_features_on=data.audio_features_on), strict=data.strict,
+        path_key="data.root" if data.root is not None else "data.source.path")
     checkpoint = LastCheckpoint(run_dir.checkpoints, config.run.checkpoint_every_n_steps)
     callbacks: list[pl.Callback] = [
         checkpoint,
-        DataReportCallback(datamodule.report, run_dir.data_report, source.path),
+        DataReportCallback(datamodule.report, run_dir.data_report, source.path, datamodule.path_key),
         LearningRateMonitor(logging_interval="step"),
         ChanceMonitor(config.health.chance_patience_steps, config.health.chance_tolerance),
     ]
-    probe_callback = None
+    labeled, probe_callback = None, None
     if probe_root is not None:
         labeled = LabeledClipDataModule(
             root=probe_root,
@@ -151,8 +153,9 @@ def run(config: PretrainConfig) -> RunResult:
             extensions=data.source.extensions,
             key="probe.data",
             policies=data.policies,
+            report=DataReport(location=f"{run_dir.data_report} (its 'probe' section)"),
         )
-        labeled.setup("fit")
+        datamodule.report.sections["probe"] = labeled.report
         probe_callback = LinearProbeCallback(
             labeled, run_dir.path / "probe.json", config.probe.every_n_epochs, config.probe.random_init_baseline, config.run.seed
         )
@@ -183,9 +186,11 @@ def run(config: PretrainConfig) -> RunResult:
         (run_dir.path / "config.yaml").write_text(to_yaml(config))
         for leftover in remove_partial_files(run_dir.checkpoints) + remove_partial_files(run_dir.export):
             log.info("removed %s, left by a run killed while saving", leftover)
-    try:
+    try:  # refuses a source without videos, and degenerate probe data, before any training
         datamodule.setup("fit")
-    finally:  # also when the source is unusable: the report exists and says so
+        if labeled is not None:
+            labeled.setup("fit")
+    finally:  # also when refused: the report the messages name exists and lists the skipped files
         if not run_dir.launched_rank:
             datamodule.report.write_json(run_dir.data_report)
     with run_dir.shared_with_launched_ranks(), warnings.catch_warnings():

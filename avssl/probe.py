@@ -6,7 +6,9 @@ written to ``--out`` adds the protocol and the number of clips used and skipped.
 ``--random-init`` probes the same architecture with fresh weights, to show what pretraining bought.
 
 LABELED_DIR is folder-per-class (split into train and test by a seeded stratified split) or holds
-``train/`` and ``val/`` (or ``test/``) folders of classes.
+``train/`` and ``val/`` (or ``test/``) folders of classes. A split a probe cannot give a meaningful
+figure on (fewer than 2 classes with usable clips in train or test, a class only in test) is an
+error (exit code 2); the JSON is then written with the error and the skipped files.
 """
 
 from __future__ import annotations
@@ -25,9 +27,11 @@ from avssl.backbones.registry import build_encoder
 from avssl.evaluation.linear_probe import FEATURE_SETS, linear_probe
 from avssl.export import encoder_from_checkpoint
 from avssl.loading import load_backbone
-from datamodules.errors import DataPathError, NoUsableClipsError
+from datamodules.errors import DataPathError, DataSourceError, NoUsableClipsError
+from datamodules.folder import DEFAULT_EXTENSIONS
 from datamodules.labeled import LabeledClipDataModule
 from datamodules.preprocessing import Preprocessing
+from datamodules.report import DataReport
 
 
 def _load(path: str) -> tuple[AudioVisualEncoder, Preprocessing]:
@@ -47,24 +51,34 @@ def probe(
     test_fraction: float = 0.3,
     seed: int = 0,
     device: str = "cpu",
+    extensions: tuple[str, ...] = DEFAULT_EXTENSIONS,
+    report: DataReport | None = None,
 ) -> dict[str, Any]:
     """Linear-probes a run directory, export directory or checkpoint on a labeled folder.
+
+    Args:
+        report: records the labeled files that were skipped, also when the data is refused; its
+            ``location`` is where warnings say they are listed (default: a fresh report).
 
     Returns:
         ``{"audio": {"top1"}, "video": {"top1"}, "joint": {"top1"}, "protocol", "train_clips",
         "test_clips", "skipped_clips", "skipped", "backbone", "init", "data", "classes"}``.
+
+    Raises:
+        FileNotFoundError, ValueError: the backbone cannot be loaded (one line naming the file).
+        DataPathError, DataSourceError, NoUsableClipsError: the labeled data cannot be probed on.
     """
     encoder, preprocessing = _load(backbone)
     if random_init:
         torch.manual_seed(seed)
         encoder = build_encoder(encoder.spec)
     labeled = LabeledClipDataModule(
-        root=data, preprocessing=preprocessing, batch_size=batch_size, num_workers=num_workers, test_fraction=test_fraction, seed=seed, key="--data"
+        root=data, preprocessing=preprocessing, batch_size=batch_size, num_workers=num_workers, test_fraction=test_fraction, seed=seed,
+        extensions=extensions, key="--data", extensions_key="--extensions", report=report,
     )
     labeled.setup("fit")
     encoder.to(device)
-    result = linear_probe(encoder, labeled.train_dataloader(), labeled.test_dataloader(), device, seed)
-    labeled.report.merge(result.pop("skipped"))
+    result = linear_probe(encoder, labeled, device, seed)
     skipped = labeled.report.skipped
     result.update(
         backbone=backbone,
@@ -98,13 +112,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test-fraction", type=float, default=0.3, help="test share of a folder-per-class split")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--extensions", default=",".join(DEFAULT_EXTENSIONS),
+                        help="comma-separated file endings that count as videos (default: %(default)s)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    report = DataReport(location=f"{args.out} ('skipped')")
+    extensions = tuple(ext.strip() for ext in args.extensions.split(",") if ext.strip())
     try:
         result = probe(
-            args.backbone, args.data, args.random_init, args.batch_size, args.num_workers, args.test_fraction, args.seed, args.device
+            args.backbone, args.data, args.random_init, args.batch_size, args.num_workers, args.test_fraction, args.seed, args.device,
+            extensions, report,
         )
-    except (FileNotFoundError, ValueError, DataPathError, NoUsableClipsError) as err:
+    except (DataSourceError, NoUsableClipsError) as err:
+        # The labeled data was refused: the skipped files the warnings pointed to are written all the same.
+        Path(args.out).write_text(json.dumps({"error": str(err), "data": args.data, "skipped_clips": len(report.skipped),
+                                              "skipped": report.skipped}, indent=2))
+        print(f"avssl.probe: error: {err}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, ValueError, DataPathError) as err:
         print(f"avssl.probe: error: {err}", file=sys.stderr)
         return 2
     Path(args.out).write_text(json.dumps(result, indent=2))

@@ -9,28 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from torch import Tensor, nn
+from torch import nn
 
 from avssl.config import ConfigError
-from avssl.torch_files import load_torch_file
+from avssl.torch_files import load_torch_file, weights_mismatch
 from datamodules.pretrain import AVPretrainDataModule
-
-
-def state_dict_mismatch(expected: dict[str, Tensor], found: dict[str, Tensor]) -> str | None:
-    """One sentence on how `found` differs from `expected` in keys and shapes (None: it fits)."""
-    missing = [k for k in expected if k not in found]
-    unexpected = [k for k in found if k not in expected]
-    reshaped = [k for k in expected if k in found and tuple(found[k].shape) != tuple(expected[k].shape)]
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing weights (e.g. {missing[0]})")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected weights (e.g. {unexpected[0]})")
-    if reshaped:
-        key = reshaped[0]
-        problems.append(f"{len(reshaped)} of another shape (e.g. {key}: {list(found[key].shape)} in the file, "
-                        f"{list(expected[key].shape)} expected)")
-    return "; ".join(problems) or None
 
 
 def check_resume_checkpoint(path: str | Path, module: nn.Module, datamodule: AVPretrainDataModule, world_size: int) -> None:
@@ -45,7 +28,7 @@ def check_resume_checkpoint(path: str | Path, module: nn.Module, datamodule: AVP
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
         raise ConfigError(f"run.resume={path}: not a Lightning checkpoint of avssl (it holds no state_dict); "
                           "resume from a run's checkpoints/last.ckpt.")
-    mismatch = state_dict_mismatch(module.state_dict(), checkpoint["state_dict"])
+    mismatch = weights_mismatch(module.state_dict(), checkpoint["state_dict"])
     if mismatch:
         raise ConfigError(f"run.resume={path}: the checkpoint's model does not fit this recipe's ({mismatch}). Resume "
                           "with the settings the run was started with (its config.yaml), or start a new run.")

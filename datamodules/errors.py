@@ -61,18 +61,35 @@ class StrictDataError(ClipError):
 
 
 class NoUsableClipsError(ValueError):
-    """A data source in which not a single clip could be used."""
+    """A data source in which not a single clip could be used.
+
+    Args:
+        source: the folder, manifest or shards.
+        files_seen: video files found there.
+        counts_by_reason: skips per reason.
+        extensions: the file endings that counted as videos.
+        key: the config key or option that set ``source`` (``data.root``, ``probe.data``,
+            ``--data``, ...): the message tells the user to change it.
+        extensions_key: the key or option that sets ``extensions``, or None where there is none.
+
+    Examples:
+        >>> str(NoUsableClipsError("/v", 0, {}, [".mp4"], key="probe.data", extensions_key=None))
+        'No usable clip in /v: no video file (.mp4) was found under it; point probe.data at a folder of videos.'
+    """
 
     def __init__(self, source: str | Path, files_seen: int, counts_by_reason: Mapping[str, int],
-                 extensions: tuple[str, ...] | list[str]) -> None:
+                 extensions: tuple[str, ...] | list[str], *, key: str,
+                 extensions_key: str | None) -> None:
         if files_seen == 0:
             found = f"no video file ({', '.join(extensions)}) was found under it"
-            fix = "point data.root at a folder of videos, or add the extension to data.extensions"
+            fix = f"point {key} at a folder of videos"
+            if extensions_key:
+                fix += f", or add the extension to {extensions_key}"
         else:
             reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(counts_by_reason.items()))
             found = f"{files_seen} video file(s) were found but all were skipped ({reasons})"
             fix = ("fix or replace those files (each skip reason is explained in docs/data.md), "
-                   "or point data.root at another folder")
+                   f"or point {key} at another folder")
         super().__init__(f"No usable clip in {source}: {found}; {fix}.")
 
 

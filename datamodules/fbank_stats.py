@@ -32,7 +32,8 @@ def real_fbank_frames(pre: Preprocessing) -> int:
     return 1 + (samples - window) // shift
 
 
-def fbank_stats(source: SourceConfig, settings: StreamSettings, progress: bool = True) -> dict[str, Any]:
+def fbank_stats(source: SourceConfig, settings: StreamSettings, progress: bool = True,
+                path_key: str = "data.source.path") -> dict[str, Any]:
     """Mean and std of the raw log-mel values of a source's clips.
 
     Args:
@@ -40,6 +41,7 @@ def fbank_stats(source: SourceConfig, settings: StreamSettings, progress: bool =
         settings: how clips are cut and decoded (the recipe's); normalisation, padding and the
             no-audio policy are overridden so that only real audio counts.
         progress: show a progress bar.
+        path_key: the key or argument that set ``source.path``, named in errors.
 
     Returns:
         ``{"audio_mean", "audio_std", "clips", "fbank_frames", "report"}``.
@@ -51,7 +53,7 @@ def fbank_stats(source: SourceConfig, settings: StreamSettings, progress: bool =
                   audio_frames=real_fbank_frames(settings.preprocessing),
                   num_frames=1, fps=None, frame_size=16, crop="center")
     settings = replace(settings, preprocessing=pre, policies=replace(settings.policies, no_audio="skip"))
-    stream = ClipStream(open_source(source), settings)
+    stream = ClipStream(open_source(source, path_key=path_key), settings)
     loader = DataLoader(stream, batch_size=None, num_workers=settings.num_workers)
     total, total_sq, count = 0.0, 0.0, 0
     report = DataReport()
@@ -63,7 +65,8 @@ def fbank_stats(source: SourceConfig, settings: StreamSettings, progress: bool =
             total_sq += float(values.square().sum())
             count += values.numel()
     if count == 0:
-        raise NoUsableClipsError(source.path, report.files_seen, report.counts_by_reason(), source.extensions)
+        raise NoUsableClipsError(source.path, report.files_seen, report.counts_by_reason(), source.extensions,
+                                 key=path_key, extensions_key="data.source.extensions")
     mean = total / count
     std = math.sqrt(max(total_sq / count - mean * mean, 0.0))
     return {"audio_mean": mean, "audio_std": std, "clips": report.clips,

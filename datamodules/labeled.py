@@ -23,12 +23,13 @@ from torch.utils.data import DataLoader
 
 from datamodules.clip_dataset import ClipDataset, ClipEntry
 from datamodules.collate import collate_clips
-from datamodules.errors import DataPathError, NoUsableClipsError
+from datamodules.errors import DataPathError, DataSourceError, NoUsableClipsError
 from datamodules.folder import DEFAULT_EXTENSIONS, list_videos
 from datamodules.policies import DataPolicies
 from datamodules.preprocessing import Preprocessing
 from datamodules.report import DataReport
 from datamodules.scan import scan_files
+from datamodules.split_check import check_split, warn_if_small
 
 log = logging.getLogger(__name__)
 
@@ -90,21 +91,29 @@ class LabeledClipDataModule(pl.LightningDataModule):
             skipping it.
         key: the config key or option that set ``root``, named in errors.
         policies: which files without audio or shorter than a clip are kept, and how they are read.
+        extensions_key: the config key or option that sets ``extensions``, named in errors (None:
+            the caller offers none).
+        report: where skipped files are recorded; its ``location`` is what warnings and errors
+            point to, so pass one that says where the caller writes it (default: a fresh one).
 
     Attributes:
-        report: one report over both splits, filled by `setup`.
+        report: one report over both splits, filled by `setup` (and by `linear_probe` with the
+            clips that fail to decode).
 
     Raises:
         DataPathError: from `setup`, if ``root`` is not a folder.
-        ValueError: from `setup`, if there are fewer than 2 class folders, the train and test
-            folders have different classes, or no class has 2 usable files to split.
+        DataSourceError: from `setup`, if there are fewer than 2 class folders, the train and
+            test folders have different classes, or the usable clips make a split a probe cannot
+            use (`check_split`: fewer than 2 classes in a split, a class only in test).
         NoUsableClipsError: from `setup`, if a split folder has no usable clip.
     """
 
     def __init__(self, root: str, preprocessing: Preprocessing, batch_size: int, num_workers: int,
                  test_fraction: float = 0.3, seed: int = 0,
                  extensions: Sequence[str] = DEFAULT_EXTENSIONS, strict: bool = False,
-                 key: str = "data.root", policies: DataPolicies = DataPolicies()) -> None:
+                 key: str = "data.root", policies: DataPolicies = DataPolicies(),
+                 extensions_key: str | None = "data.source.extensions",
+                 report: DataReport | None = None) -> None:
         super().__init__()
         if not 0.0 < test_fraction < 1.0:
             raise ValueError(f"test_fraction={test_fraction}: must be in (0, 1), e.g. 0.3.")
@@ -120,7 +129,8 @@ class LabeledClipDataModule(pl.LightningDataModule):
         self.extensions = tuple(extensions)
         self.strict = strict
         self.key = key
-        self.report = DataReport()
+        self.extensions_key = extensions_key
+        self.report = report if report is not None else DataReport(location="the labeled data module's report")
         self.class_names: list[str] = []
         self._train: list[ClipEntry] | None = None
         self._test: list[ClipEntry] = []
@@ -138,10 +148,12 @@ class LabeledClipDataModule(pl.LightningDataModule):
             train, test = self._given_split(held_out)
         elif "train" in subfolders or held_out:
             found, missing = ("train/", "test/ or val/") if held_out is None else (f"{held_out}/", "train/")
-            raise ValueError(f"{self.root} has {found} but not {missing}; give both splits, or put "
-                             "the class folders directly under the root to have them split.")
+            raise DataSourceError(f"{self.source}: has {found} but not {missing}; give both splits, or "
+                                  "put the class folders directly under it to have them split.")
         else:
             train, test = self._pooled_split()
+        self.check_split([label for _, _, label in train], [label for _, _, label in test])
+        warn_if_small([label for _, _, label in test], self.class_names, self.source)
         log.info("labelled data: %d classes, %d train and %d test clips; %s", len(self.class_names),
                  len(train), len(test), self.report.summary())
         self._train, self._test = train, test
@@ -150,8 +162,8 @@ class LabeledClipDataModule(pl.LightningDataModule):
         self.class_names = self._classes_of(self.root / "train")
         test_classes = self._classes_of(self.root / held_out)
         if test_classes != self.class_names:
-            raise ValueError(
-                f"{self.root}: train/ and {held_out}/ must hold the same class folders; only in "
+            raise DataSourceError(
+                f"{self.source}: train/ and {held_out}/ must hold the same class folders; only in "
                 f"train/: {sorted(set(self.class_names) - set(test_classes))}, only in "
                 f"{held_out}/: {sorted(set(test_classes) - set(self.class_names))}. Rename or add "
                 "folders so that both splits have the same classes.")
@@ -162,9 +174,10 @@ class LabeledClipDataModule(pl.LightningDataModule):
         self.class_names = self._classes_of(self.root)
         train, test = stratified_split(self._scan(self.root), self.test_fraction, self.seed)
         if not test:
-            raise ValueError(
-                f"{self.root}: no class has 2 usable files, so nothing can be held out for test; "
-                "add files, or give a split as train/ and test/ folders.")
+            raise DataSourceError(
+                f"{self.source}: no class has 2 usable files, so nothing can be held out for test "
+                f"(skipped files are listed in {self.report.location}); add files, or give a split "
+                "as train/ and test/ folders.")
         log.info("labelled data: split by class with test_fraction=%s, seed=%d",
                  self.test_fraction, self.seed)
         return train, test
@@ -172,9 +185,9 @@ class LabeledClipDataModule(pl.LightningDataModule):
     def _classes_of(self, folder: Path) -> list[str]:
         names = class_folders(folder)
         if len(names) < 2:
-            raise ValueError(
-                f"{folder}: found {len(names)} class folder(s) {names}; a labelled folder needs at "
-                "least 2, one per class (e.g. root/dog/*.mp4, root/cat/*.mp4).")
+            raise DataSourceError(
+                f"{self.source}: found {len(names)} class folder(s) {names} in {folder}; a labelled "
+                "folder needs at least 2, one per class (e.g. root/dog/*.mp4, root/cat/*.mp4).")
         return names
 
     def _scan(self, folder: Path) -> list[ClipEntry]:
@@ -190,8 +203,21 @@ class LabeledClipDataModule(pl.LightningDataModule):
         if not entries:
             skips = Counter(s["reason"] for s in self.report.skipped[skips_before:])
             raise NoUsableClipsError(folder, self.report.files_seen - files_before, skips,
-                                     self.extensions)
+                                     self.extensions, key=self.key, extensions_key=self.extensions_key)
         return entries
+
+    @property
+    def source(self) -> str:
+        """The labeled folder as the user set it, for messages, e.g. ``"probe.data=/labeled"``."""
+        return f"{self.key}={self.root}"
+
+    def check_split(self, train_labels: Sequence[int], test_labels: Sequence[int]) -> None:
+        """`check_split` of these labels (of the scanned clips, or of those that decoded).
+
+        Raises:
+            DataSourceError: the split is one a linear probe cannot give a meaningful figure on.
+        """
+        check_split(train_labels, test_labels, self.class_names, self.source, self.report.location)
 
     @property
     def num_train(self) -> int:

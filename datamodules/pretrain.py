@@ -35,6 +35,8 @@ class AVPretrainDataModule(pl.LightningDataModule):
             the Trainer when one is attached.
         strict: the loader raises `StrictDataError` for the first bad file (in the main process,
             before the batch that holds it is trained on) instead of skipping it.
+        path_key: the key that set ``source.path`` (``data.root`` for the folder shorthand),
+            named in errors.
 
     Attributes:
         report: filled by the training loop (`DataReportCallback`).
@@ -44,9 +46,11 @@ class AVPretrainDataModule(pl.LightningDataModule):
         NoUsableClipsError: from `setup`, when the source has no video at all.
     """
 
-    def __init__(self, source: SourceConfig, settings: StreamSettings, strict: bool = False) -> None:
+    def __init__(self, source: SourceConfig, settings: StreamSettings, strict: bool = False,
+                 path_key: str = "data.source.path") -> None:
         super().__init__()
         self.source_config = source
+        self.path_key = path_key
         self.settings = settings
         self.strict = strict
         self.report = DataReport()
@@ -58,10 +62,11 @@ class AVPretrainDataModule(pl.LightningDataModule):
         """Opens the source (lists files, reads the manifest, counts shard samples) once."""
         if self.source is not None:
             return
-        self.source = open_source(self.source_config)
+        self.source = open_source(self.source_config, path_key=self.path_key)
         log.info("pretraining data: %s", self.source.description)
         if sum(self.source.group_sizes()) == 0:
-            raise NoUsableClipsError(self.source_config.path, 0, {}, self.source_config.extensions)
+            raise NoUsableClipsError(self.source_config.path, 0, {}, self.source_config.extensions,
+                                     key=self.path_key, extensions_key="data.source.extensions")
 
     def train_dataloader(self) -> DataLoader:
         self.setup()

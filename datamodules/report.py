@@ -18,11 +18,18 @@ from typing import Any
 class DataReport:
     """Counts of files and clips, and every skipped file with its reason.
 
+    Args:
+        location: where this report can be read, as warnings about skipped files name it, e.g.
+            ``"runs/x/data_report.json"`` or ``"probe.json ('skipped')"``.
+
     Attributes:
         files_seen: distinct video files read (streamed), or looked at by the scan.
         clips: clips produced (streamed: over all epochs), or found usable by the scan (a
             scanned clip that later fails to decode is counted here and also listed in `skipped`).
         skipped: ``{"path", "reason", "detail"}`` dicts, one per distinct (path, reason).
+        location: as given.
+        sections: reports of other data written inside this one under their name, e.g. the
+            probe's labeled data as ``"probe"`` in a run's data_report.json.
 
     Examples:
         >>> report = DataReport()
@@ -32,7 +39,12 @@ class DataReport:
         '3 files seen, 2 clips used, 1 skipped (no_audio: 1)'
     """
 
-    def __init__(self) -> None:
+    def __init__(self, location: str = "data_report.json") -> None:
+        self.location = location
+        self.sections: dict[str, DataReport] = {}
+        self._clear()
+
+    def _clear(self) -> None:
         self.files_seen = 0
         self.clips = 0
         self.skipped: list[dict[str, str]] = []
@@ -65,7 +77,7 @@ class DataReport:
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Replaces this report's counts with a saved `to_state`."""
-        self.__init__()
+        self._clear()
         self.absorb(state)
 
     def absorb(self, state: dict[str, Any]) -> None:
@@ -88,13 +100,14 @@ class DataReport:
         return line
 
     def to_dict(self) -> dict[str, Any]:
-        """The content of data_report.json (format in docs/data.md)."""
+        """The content of data_report.json (format in docs/data.md), sections included."""
         return {
             "files_seen": self.files_seen,
             "clips": self.clips,
             "skipped_count": len(self.skipped),
             "counts_by_reason": self.counts_by_reason(),
             "skipped": list(self.skipped),
+            **{name: section.to_dict() for name, section in self.sections.items()},
         }
 
     def write_json(self, path: str | Path) -> None:

@@ -82,6 +82,6 @@ def scan_files(paths: Sequence[str | Path], pre: Preprocessing, report: DataRepo
     log.debug("scanned %d files: %d clips, %d files skipped", len(paths), len(clips),
              sum(skipped.values()))
     if skipped:
-        log.warning("skipped files by reason: %s; each is listed with its reason in "
-                    "data_report.json", ", ".join(f"{r}: {n}" for r, n in sorted(skipped.items())))
+        log.warning("skipped files by reason: %s; each is listed with its reason in %s",
+                    ", ".join(f"{r}: {n}" for r, n in sorted(skipped.items())), report.location)
     return clips

@@ -117,13 +117,16 @@ class FileSource(Source):
             yield LocalVideo(self.refs[group], self.refs[group].name)
 
 
-def open_source(config: SourceConfig, key: str = "data.source") -> Source:
+def open_source(config: SourceConfig, key: str = "data.source", path_key: str | None = None) -> Source:
     """Opens the source ``config`` describes: lists the folder, reads the manifest or counts the
     samples of each shard (tar headers only), so that the group sizes are known.
 
     Args:
         config: the source.
-        key: the config key of ``config``, named in errors.
+        key: the config key of ``config``, named in errors about its kind and extensions.
+        path_key: the key or option that set ``config.path``, named in errors about the path
+            (default ``<key>.path``; e.g. ``data.root`` for the folder shorthand, or a command-line
+            argument).
 
     Raises:
         DataPathError: the path is not set, does not exist, or no shard file matches it.
@@ -131,14 +134,14 @@ def open_source(config: SourceConfig, key: str = "data.source") -> Source:
             manifest with a bad header or row (the message names the file and line).
     """
     _check_fields(config, key)
-    path_key = f"{key}.path"
+    path_key = path_key or f"{key}.path"
     if not config.path:
         raise DataPathError(config.path, path_key, "is not set", _PATH_FIX.format(key=path_key))
     path = config.path
-    kind = config.kind if config.kind != "auto" else _detect_kind(path, key)
+    kind = config.kind if config.kind != "auto" else _detect_kind(path, key, path_key)
     if kind == "shards":
         if os.path.isdir(path):
-            raise _kind_mismatch(key, kind, path, "is a folder")
+            raise _kind_mismatch(key, path_key, kind, path, "is a folder")
         # Imported here: shards builds on the types above, and needs webdataset only when used.
         from datamodules.shards import ShardSource
 
@@ -147,13 +150,13 @@ def open_source(config: SourceConfig, key: str = "data.source") -> Source:
         raise DataPathError(path, path_key, "does not exist", _PATH_FIX.format(key=path_key))
     if kind == "folder":
         if not os.path.isdir(path):
-            raise _kind_mismatch(key, kind, path, "is a file")
+            raise _kind_mismatch(key, path_key, kind, path, "is a file")
         files = list_videos(path, config.extensions, key=path_key)
         return FileSource([VideoRef(str(f)) for f in files], f"folder {path} ({len(files)} files)")
     if os.path.isdir(path):
-        raise _kind_mismatch(key, kind, path, "is a folder")
+        raise _kind_mismatch(key, path_key, kind, path, "is a folder")
     if not path.lower().endswith(MANIFEST_SUFFIXES):
-        raise _kind_mismatch(key, kind, path, "is neither a .csv nor a .jsonl file")
+        raise _kind_mismatch(key, path_key, kind, path, "is neither a .csv nor a .jsonl file")
     # Imported here for the same reason as shards: manifest builds on VideoRef.
     from datamodules.manifest import read_manifest
 
@@ -174,7 +177,7 @@ def _check_fields(config: SourceConfig, key: str) -> None:
                               f"(default: {', '.join(DEFAULT_EXTENSIONS)}).")
 
 
-def _detect_kind(path: str, key: str) -> str:
+def _detect_kind(path: str, key: str, path_key: str) -> str:
     """``kind=auto``: a folder, a manifest (by suffix) or shards (every "::" part ends in .tar)."""
     if os.path.isdir(path):
         return "folder"
@@ -183,14 +186,14 @@ def _detect_kind(path: str, key: str) -> str:
     if all(part.lower().endswith(".tar") for part in path.split("::")):
         return "shards"
     if not os.path.exists(path):
-        raise DataPathError(path, f"{key}.path", "does not exist", _PATH_FIX.format(key=f"{key}.path"))
-    raise DataSourceError(f"{key}.path={path}: cannot tell what kind of source this file is; expected "
+        raise DataPathError(path, path_key, "does not exist", _PATH_FIX.format(key=path_key))
+    raise DataSourceError(f"{path_key}={path}: cannot tell what kind of source this file is; expected "
                           f"a folder, a manifest (.csv or .jsonl) or shards (.tar). Rename it, or set "
                           f"{key}.kind to one of {KINDS[1:]}.")
 
 
-def _kind_mismatch(key: str, kind: str, path: str, problem: str) -> DataSourceError:
+def _kind_mismatch(key: str, path_key: str, kind: str, path: str, problem: str) -> DataSourceError:
     expected = {"folder": "a folder of videos", "manifest": "a .csv or .jsonl manifest file",
                 "shards": "tar files (a path or brace pattern, e.g. s-{000..009}.tar)"}[kind]
-    return DataSourceError(f"{key}.kind={kind} but {key}.path={path} {problem}; a {kind} source needs "
-                           f"{expected}. Fix {key}.path, or set {key}.kind=auto to detect the kind.")
+    return DataSourceError(f"{key}.kind={kind} but {path_key}={path} {problem}; a {kind} source needs "
+                           f"{expected}. Fix {path_key}, or set {key}.kind=auto to detect the kind.")

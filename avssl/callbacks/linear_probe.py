@@ -5,6 +5,11 @@ Runs the protocol of `avssl.evaluation.linear_probe` on a labeled datamodule whe
 freshly initialised backbone of the same architecture, so the figures show what pretraining
 bought. Top-1 goes to the logger (``probe/<pretrained|random_init>/<audio|video|joint>_top1``)
 and, with the clip counts and the protocol, to ``path`` as JSON.
+
+Degenerate labeled data (`datamodules.split_check`) is refused by the datamodule's ``setup``,
+which pretraining calls before training starts. If clips that fail to decode make a split
+degenerate later, that probe is logged as an error and left out, and training goes on: the run
+keeps its checkpoint and export.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import torch
 from avssl.backbones.encoder import AudioVisualEncoder
 from avssl.backbones.registry import build_encoder
 from avssl.evaluation.linear_probe import FEATURE_SETS, linear_probe
+from datamodules.errors import DataSourceError
 from datamodules.labeled import LabeledClipDataModule
 
 log = logging.getLogger(__name__)
@@ -45,10 +51,15 @@ class LinearProbeCallback(pl.Callback):
         self.seed = seed
         self.results: dict[str, Any] = {}
 
-    def _probe(self, encoder: AudioVisualEncoder, device: torch.device) -> dict[str, Any]:
-        return linear_probe(encoder, self.datamodule.train_dataloader(), self.datamodule.test_dataloader(), device, self.seed)
+    def _probe(self, trainer: pl.Trainer, name: str, encoder: AudioVisualEncoder, device: torch.device) -> None:
+        try:
+            result = linear_probe(encoder, self.datamodule, device, self.seed)
+        except DataSourceError as err:
+            log.error("linear probe (%s) not run: %s", name, err)
+            return
+        self._record(trainer, name, result)
 
-    def _record(self, trainer: pl.Trainer, pl_module: pl.LightningModule, name: str, result: dict[str, Any]) -> None:
+    def _record(self, trainer: pl.Trainer, name: str, result: dict[str, Any]) -> None:
         self.results[name] = result
         metrics = {f"probe/{name}/{k}_top1": result[k]["top1"] for k in FEATURE_SETS}
         for logger in trainer.loggers:
@@ -69,13 +80,13 @@ class LinearProbeCallback(pl.Callback):
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(self.seed)
                 fresh = build_encoder(pl_module.backbone.spec).to(pl_module.device)
-            self._record(trainer, pl_module, "random_init", self._probe(fresh, pl_module.device))
+            self._probe(trainer, "random_init", fresh, pl_module.device)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch + 1
         if trainer.is_global_zero and self.every_n_epochs and epoch % self.every_n_epochs == 0 and epoch < trainer.max_epochs:
-            self._record(trainer, pl_module, f"epoch_{epoch}", self._probe(pl_module.backbone, pl_module.device))
+            self._probe(trainer, f"epoch_{epoch}", pl_module.backbone, pl_module.device)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.is_global_zero:
-            self._record(trainer, pl_module, "pretrained", self._probe(pl_module.backbone, pl_module.device))
+            self._probe(trainer, "pretrained", pl_module.backbone, pl_module.device)

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
                                   seed=config.run.seed, num_workers=data.num_workers)
         source = replace(data.source, path=args.source)
         torch.set_num_threads(1)
-        result = fbank_stats(source, settings, progress=not args.no_progress)
+        result = fbank_stats(source, settings, progress=not args.no_progress, path_key="SOURCE")
     except USER_ERRORS as err:
         print(f"avssl.data: error: {err}", file=sys.stderr)
         return 2

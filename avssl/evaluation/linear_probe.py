@@ -5,7 +5,9 @@ mode; each clip is embedded as the mean of its audio, video and joint stream tok
 pooling, arXiv:2210.07839); features are standardised with the train split's statistics; a
 multinomial logistic regression is fitted with L-BFGS, its L2 penalty chosen from
 `L2_GRID` on a stratified 20% hold-out of the train split and then refitted on the whole train
-split; the figure is top-1 accuracy on the test split.
+split; the figure is top-1 accuracy on the test split. A split that cannot give a meaningful
+figure (fewer than 2 classes, a class only in test; `datamodules.split_check`) is refused, also
+when clips that failed to decode made it so.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from avssl.backbones.encoder import AudioVisualEncoder
+from datamodules.labeled import LabeledClipDataModule
 
 FEATURE_SETS = ("audio", "video", "joint")
 L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
@@ -41,7 +44,10 @@ class ClipFeatures:
 
 @torch.no_grad()
 def embed_clips(encoder: AudioVisualEncoder, loader: Any, device: torch.device | str = "cpu") -> ClipFeatures:
-    """Embeds every usable clip of a labeled loader (batches from `datamodules.collate_clips`)."""
+    """Embeds every usable clip of a labeled loader (batches from `datamodules.collate_clips`).
+
+    A loader without a usable clip gives empty tensors (``labels`` of shape ``[0]``).
+    """
     was_training = encoder.training
     encoder.eval()
     feats: dict[str, list[Tensor]] = {k: [] for k in (*FEATURE_SETS, "labels")}
@@ -56,7 +62,8 @@ def embed_clips(encoder: AudioVisualEncoder, loader: Any, device: torch.device |
         feats["labels"].append(batch["label"].cpu())
     encoder.train(was_training)
     if not feats["labels"]:
-        raise ValueError("no usable labeled clip to probe with; see the skipped files in the report")
+        return ClipFeatures(**{k: torch.empty(0) for k in FEATURE_SETS}, labels=torch.empty(0, dtype=torch.long),
+                            skipped=skipped)
     return ClipFeatures(**{k: torch.cat(v) for k, v in feats.items()}, skipped=skipped)
 
 
@@ -117,15 +124,23 @@ def linear_probe_top1(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: 
     return _accuracy(test_x, test_y, _fit(train_x, train_y, num_classes, l2))
 
 
-def linear_probe(encoder: AudioVisualEncoder, train_loader: Any, test_loader: Any, device: torch.device | str = "cpu", seed: int = 0) -> dict[str, Any]:
-    """Probes `encoder` on a labeled train/test pair of loaders.
+def linear_probe(encoder: AudioVisualEncoder, labeled: LabeledClipDataModule, device: torch.device | str = "cpu", seed: int = 0) -> dict[str, Any]:
+    """Probes `encoder` on the train and test splits of `labeled`.
+
+    Files that fail to decode are added to ``labeled.report``.
 
     Returns:
         ``{"audio": {"top1"}, "video": {"top1"}, "joint": {"top1"}, "protocol", "train_clips",
-        "test_clips", "skipped"}`` with top-1 as a fraction in [0, 1].
+        "test_clips"}`` with top-1 as a fraction in [0, 1].
+
+    Raises:
+        datamodules.errors.DataSourceError: the clips that decoded make a split the probe cannot
+            use (see `LabeledClipDataModule.check_split`).
     """
-    train = embed_clips(encoder, train_loader, device)
-    test = embed_clips(encoder, test_loader, device)
+    train = embed_clips(encoder, labeled.train_dataloader(), device)
+    test = embed_clips(encoder, labeled.test_dataloader(), device)
+    labeled.report.merge(train.skipped + test.skipped)
+    labeled.check_split(train.labels.tolist(), test.labels.tolist())
     result: dict[str, Any] = {
         name: {"top1": linear_probe_top1(getattr(train, name), train.labels, getattr(test, name), test.labels, seed)}
         for name in FEATURE_SETS
@@ -134,6 +149,5 @@ def linear_probe(encoder: AudioVisualEncoder, train_loader: Any, test_loader: An
         protocol=PROTOCOL,
         train_clips=len(train.labels),
         test_clips=len(test.labels),
-        skipped=train.skipped + test.skipped,
     )
     return result
