@@ -14,7 +14,8 @@ from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, Optional
 
-from omegaconf import OmegaConf
+import yaml
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from avssl.backbones.block import ATTENTION_KERNELS
@@ -23,7 +24,8 @@ from avssl.backbones.registry import ENCODER_KINDS
 from avssl.backbones.sizes import BACKBONE_SIZES
 from avssl.backbones.spec import BackboneSpec
 from avssl.backbones.tokenizers import POS_EMBEDS
-from avssl.schema import all_positive, in_range, non_negative, one_of, positive
+from avssl.lightning_options import accelerator_problem, precision_problem
+from avssl.schema import all_positive, count_or_fraction, each, flag_or_count, in_range, non_negative, one_of, positive, satisfies
 from datamodules.policies import DataPolicies
 from datamodules.preprocessing import Preprocessing
 from datamodules.sampling import SAMPLING_MODES
@@ -160,7 +162,8 @@ class OptimConfig:
     name: str = field(default="adam", metadata=one_of(["adam", "adamw"]))
     lr: float = field(default=5e-5, metadata=positive())
     weight_decay: float = field(default=5e-7, metadata=non_negative())
-    betas: list[float] = field(default_factory=lambda: [0.95, 0.999])
+    betas: list[float] = field(default_factory=lambda: [0.95, 0.999],
+                               metadata=each(in_range(0.0, 1.0, include_high=False), length=2))
     scheduler: str = field(default="constant", metadata=one_of(["constant", "cosine", "multistep"]))
     warmup_epochs: float = field(default=0.0, metadata=non_negative())  # linear warm-up, then the schedule
     milestones: list[int] = field(default_factory=list)  # multistep: epochs at which lr is multiplied by gamma
@@ -174,13 +177,27 @@ class TrainerConfig:
 
     max_epochs: int = field(default=25, metadata=positive())
     max_steps: int = -1  # -1: no step limit
-    accelerator: str = "auto"
+    # auto, cpu, gpu (CUDA or MPS), cuda, mps, tpu; must be present on this machine
+    accelerator: str = field(default="auto", metadata=satisfies(accelerator_problem))
     devices: Any = "auto"
     strategy: str = "auto"
     num_nodes: int = field(default=1, metadata=positive())
-    precision: str = "32-true"  # e.g. "bf16-mixed" on GPUs that support it
+    # any value Lightning accepts, e.g. "bf16-mixed" on GPUs that support it
+    precision: str = field(default="32-true", metadata=satisfies(precision_problem))
     gradient_clip_val: Optional[float] = field(default=None, metadata=positive())
+    # sum the gradients of N batches per optimizer step: the effective batch is
+    # data.batch_size x N x devices x num_nodes (emulates a paper's batch on fewer devices)
+    accumulate_grad_batches: int = field(default=1, metadata=positive())
+    # batches per epoch: a count (e.g. 100) or a fraction of the epoch (e.g. 0.25); None: all
+    # (None rather than 1.0, for which Lightning logs that it will use 100% of the batches)
+    limit_train_batches: Any = field(default=None, metadata=count_or_fraction())
+    # smoke run (Lightning's fast_dev_run): true (1 batch) or N batches, then the probe and the export
+    # as usual; Lightning writes no checkpoint and no TensorBoard events
+    fast_dev_run: Any = field(default=False, metadata=flag_or_count())
+    # true: deterministic algorithms only (an op without one raises); "warn": warn instead
+    deterministic: Any = field(default=False, metadata=one_of([False, True, "warn"]))
     log_every_n_steps: int = field(default=10, metadata=positive())
+    # a progress bar on a terminal, one log line every 30 s and per epoch otherwise; false: neither
     enable_progress_bar: bool = True
 
 
@@ -318,6 +335,38 @@ def _check_objectives(objectives: dict[str, Any]) -> None:
         check_objective_config(name, params)
 
 
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """``line L, column C: what the parser found`` (1-based, as editors count)."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark else problem
+
+
+def _parse_recipe(recipe: str) -> DictConfig:
+    text = recipe_text(recipe)
+    try:
+        node = OmegaConf.create(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"recipe={recipe}: not valid YAML ({_yaml_problem(err)}); fix the file.") from None
+    if not isinstance(node, DictConfig):
+        raise ConfigError(f"recipe={recipe}: a recipe is a mapping of sections (backbone:, objectives:, ...), "
+                          "not a list; fix the file.")
+    return node
+
+
+def _parse_overrides(overrides: list[str]) -> DictConfig:
+    try:
+        return OmegaConf.from_dotlist(overrides)
+    except yaml.YAMLError:
+        for override in overrides:  # name the one that does not parse
+            try:
+                OmegaConf.from_dotlist([override])
+            except yaml.YAMLError as err:
+                raise ConfigError(f"'{override}': the value is not valid YAML ({_yaml_problem(err)}); "
+                                  "fix it, or quote it to pass it as a string.") from None
+        raise
+
+
 def load_config(args: list[str]) -> PretrainConfig:
     """Builds the run's configuration from ``recipe=NAME|PATH`` and ``a.b=c`` overrides.
 
@@ -335,11 +384,11 @@ def load_config(args: list[str]) -> PretrainConfig:
             overrides.append(arg)
     cfg = OmegaConf.structured(PretrainConfig)
     try:
-        cfg = OmegaConf.merge(cfg, OmegaConf.create(recipe_text(recipe)))
+        cfg = OmegaConf.merge(cfg, _parse_recipe(recipe))
     except OmegaConfBaseException as err:
         raise _explain_omegaconf_error(err, f"recipe {recipe}") from None
     try:
-        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
+        cfg = OmegaConf.merge(cfg, _parse_overrides(overrides))
     except OmegaConfBaseException as err:
         raise _explain_omegaconf_error(err, "the command line") from None
     cfg.recipe = Path(recipe).stem

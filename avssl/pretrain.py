@@ -180,6 +180,10 @@ def run(config: PretrainConfig) -> RunResult:
         num_nodes=t.num_nodes,
         precision=t.precision,
         gradient_clip_val=t.gradient_clip_val,
+        accumulate_grad_batches=t.accumulate_grad_batches,
+        limit_train_batches=t.limit_train_batches,
+        fast_dev_run=t.fast_dev_run,
+        deterministic=t.deterministic,
         log_every_n_steps=t.log_every_n_steps,
         enable_progress_bar=t.enable_progress_bar,
         enable_model_summary=False,
@@ -203,16 +207,24 @@ def run(config: PretrainConfig) -> RunResult:
     )
 
 
-def format_summary(result: RunResult) -> str:
-    """What a user reads at the end of a run: where everything is, and the probe figures."""
+def format_summary(result: RunResult, fast_dev_run: bool | int = False) -> str:
+    """What a user reads at the end of a run: where everything is, and the probe figures.
+
+    Args:
+        fast_dev_run: ``trainer.fast_dev_run``: a smoke run writes no checkpoint and no TensorBoard events.
+    """
+    smoke = f"none (smoke run, trainer.fast_dev_run={fast_dev_run})"
+    tensorboard = f"tensorboard --logdir {result.run_dir / 'tensorboard'}"
     lines = [
         f"run directory   {result.run_dir}",
-        f"checkpoint      {result.checkpoint}",
+        f"checkpoint      {smoke if fast_dev_run else result.checkpoint}",
         f"export          {result.export_dir}  (avssl.load_backbone('{result.export_dir}'))",
-        f"tensorboard     tensorboard --logdir {result.run_dir / 'tensorboard'}",
+        f"tensorboard     {smoke if fast_dev_run else tensorboard}",
         f"data report     {result.data_report}",
         f"wall time       {result.seconds / 60:.1f} min",
     ]
+    if fast_dev_run:
+        lines.insert(0, f"smoke run       trainer.fast_dev_run={fast_dev_run}: the export is of a barely trained backbone")
     if result.probe:
         any_result = next(iter(result.probe.values()))
         lines += ["", f"linear probe top-1 ({any_result['train_clips']} train / {any_result['test_clips']} test clips):"]
@@ -230,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as err:
         print(f"avssl.pretrain: error: {err}", file=sys.stderr)
         return 2
-    print("\n" + format_summary(result))
+    print("\n" + format_summary(result, config.trainer.fast_dev_run))
     return 0
 
 
