@@ -9,6 +9,7 @@ typed objects, never a raw DictConfig.
 from __future__ import annotations
 
 import difflib
+import fnmatch
 import importlib.resources
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
@@ -38,6 +39,8 @@ class ConfigError(ValueError):
 
 @dataclass
 class RunConfig:
+    """Where the run's files go, its seed, checkpoint frequency and the checkpoint to resume from."""
+
     dir: Optional[str] = None  # None: runs/<recipe>-<YYYYmmdd-HHMMSS> under the working directory
     seed: int = 0
     # also save checkpoints/last.ckpt every N training steps (0: only at the end of each epoch)
@@ -75,7 +78,10 @@ class DataConfig:
 
 @dataclass
 class BackboneConfig:
-    """A named size from `BACKBONE_SIZES`; any size field may be overridden (None: the size's value)."""
+    """The encoder: a named size and layout (docs/backbones.md).
+
+    ``size`` names an entry of `BACKBONE_SIZES`; any size field may be overridden (None: the size's value).
+    """
 
     size: str = field(default="base", metadata=one_of(BACKBONE_SIZES))
     embed_dim: Optional[int] = field(default=None, metadata=positive())
@@ -159,6 +165,8 @@ class MaskingConfig:
 
 @dataclass
 class OptimConfig:
+    """Optimizer and learning-rate schedule (avssl.optim), stepped per optimizer step."""
+
     name: str = field(default="adam", metadata=one_of(["adam", "adamw"]))
     lr: float = field(default=5e-5, metadata=positive())
     weight_decay: float = field(default=5e-7, metadata=non_negative())
@@ -225,13 +233,16 @@ class HealthConfig:
 
 @dataclass
 class PretrainConfig:
-    recipe: str = "default"
+    """A whole run; each section's docstring (or ``doc`` metadata) is its line in ``--help``."""
+
+    recipe: str = field(default="default", metadata={"doc": "A shipped recipe's name (--list-recipes) or a path to a YAML file."})
     run: RunConfig = field(default_factory=RunConfig)
     data: DataConfig = field(default_factory=DataConfig)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     masking: MaskingConfig = field(default_factory=MaskingConfig)
     # registry name -> {"weight": float, **the objective's keyword arguments}
-    objectives: dict[str, Any] = field(default_factory=dict)
+    objectives: dict[str, Any] = field(default_factory=dict, metadata={
+        "doc": "The weighted losses: objectives.NAME.weight and the objective's arguments (docs/objectives.md)."})
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
@@ -243,10 +254,16 @@ def _check_divisible(key: str, value: int, by_key: str, by: int) -> None:
         raise ConfigError(f"{key}={value} is not divisible by {by_key}={by}; change one of them so it is.")
 
 
-def available_recipes() -> list[str]:
-    """Names of the recipes shipped with avssl."""
+def available_recipes(pattern: str = "*") -> list[str]:
+    """Names of the recipes shipped with avssl (``recipe=NAME``), those matching a shell-style `pattern`.
+
+    Examples:
+        >>> avssl.list_recipes("cav_mae*")
+        ['cav_mae', 'cav_mae_demo']
+    """
     root = importlib.resources.files("avssl.recipes")
-    return sorted(p.name[: -len(".yaml")] for p in root.iterdir() if p.name.endswith(".yaml"))
+    names = (p.name[: -len(".yaml")] for p in root.iterdir() if p.name.endswith(".yaml"))
+    return sorted(name for name in names if fnmatch.fnmatchcase(name, pattern))
 
 
 def _closest(word: str, options: list[str]) -> str:

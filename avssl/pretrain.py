@@ -1,4 +1,4 @@
-"""``python -m avssl.pretrain [recipe=NAME|PATH] [key=value ...]``: self-supervised pretraining.
+"""``python -m avssl.pretrain [recipe=NAME|PATH] [key=value ...]``: self-supervised pretraining (``--help``: options).
 
 With no argument it runs the default recipe (audio-visual InfoNCE on small CNN towers) on the built-in demo clips,
 which are rendered and cached on first use. A run leaves a directory with the resolved
@@ -29,6 +29,7 @@ from avssl.evaluation.linear_probe import FEATURE_SETS
 from avssl.export import export_encoder
 from avssl.loading import load_backbone
 from avssl.module import AVPretrainModule
+from avssl.pretrain_cli import option_output, split_options
 from datamodules.demo import ensure_demo_clips
 from datamodules.errors import ClipError, DataPathError, DataSourceError, NoUsableClipsError
 from datamodules.labeled import LabeledClipDataModule
@@ -237,7 +238,11 @@ def format_summary(result: RunResult, fast_dev_run: bool | int = False) -> str:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        config = load_config(sys.argv[1:] if argv is None else argv)
+        option, args = split_options(sys.argv[1:] if argv is None else argv)
+        if option is not None:  # --help, a listing or --print-config: print, create nothing
+            print(option_output(option, args))
+            return 0
+        config = load_config(args)
         result = run(config)
     except USER_ERRORS as err:
         print(f"avssl.pretrain: error: {err}", file=sys.stderr)

@@ -159,3 +159,76 @@ def test_a_recipe_that_is_not_valid_yaml_names_the_file_and_line(tmp_path):
     path.write_text("- backbone\n- objectives\n")
     with pytest.raises(ConfigError, match="a recipe is a mapping of sections"):
         load_config([f"recipe={path}"])
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["recipe=BAD_YAML"], "not valid YAML"),
+        (["optim.betas=[0.9]"], "optim.betas=[0.9]: must be a list of 2 values"),
+        (["trainer.precision=bogus"], "trainer.precision=bogus: must be one of"),
+        (["trainer.accelerator=gpu"], "no GPU was found on this machine"),
+        (["--bogus"], "--bogus: unknown option"),
+        (["--list-recipes", "--print-config"], "give one of them at a time"),
+    ],
+)
+def test_cli_user_errors_are_one_line_exit_2_and_leave_no_run_directory(no_gpu, tmp_path, capsys, monkeypatch, args, message):
+    from avssl.pretrain import main
+
+    monkeypatch.chdir(tmp_path)  # a default run directory would go to ./runs
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("objectives: {av_infonce: {weight: 1.0}\n")
+    args = [arg.replace("BAD_YAML", str(bad)) for arg in args]
+    assert main([*args, f"run.dir={tmp_path / 'run'}"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "run").exists() and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_cli_help_lists_the_config_sections_from_the_schema_and_the_docs(capsys, flag):
+    from dataclasses import fields
+
+    from avssl.config import PretrainConfig
+    from avssl.pretrain import main
+
+    assert main([flag]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: python -m avssl.pretrain")
+    for section in fields(PretrainConfig):
+        line = next(line for line in out.splitlines() if line.strip().startswith(section.name + " "))
+        assert len(line.split()) > 3 and "(" + section.name not in line, line  # a description, not a signature
+    for text in ("--list-recipes", "--list-presets", "--print-config", "docs/recipes.md", "docs/getting-started.md"):
+        assert text in out
+
+
+def test_cli_lists_recipes_and_backbone_presets(capsys):
+    import avssl
+    from avssl.pretrain import main
+
+    assert main(["--list-recipes"]) == 0
+    out = capsys.readouterr().out
+    for name in available_recipes():
+        assert re.search(rf"^  {name} +\S", out, re.MULTILINE), name
+    assert main(["--list-presets"]) == 0
+    out = capsys.readouterr().out
+    for name in ("tiny", "base", "strided_conv", "xkd_base", "mbt_tiny", "r2plus1d18_resnet18"):
+        assert re.search(rf"^  {name} +\S", out, re.MULTILINE), name
+    assert avssl.list_recipes("cav_mae*") == ["cav_mae", "cav_mae_demo"]
+    assert avssl.list_backbones("xkd_*") == ["xkd_tiny", "xkd_small", "xkd_base", "xkd_large"]
+    assert "strided_conv" in avssl.list_backbones()
+
+
+def test_cli_prints_the_resolved_config_and_creates_nothing(tmp_path, capsys, monkeypatch):
+    from omegaconf import OmegaConf
+
+    from avssl.pretrain import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["--print-config", "recipe=cav_mae", "optim.lr=0.001", "trainer.accumulate_grad_batches=4"]) == 0
+    printed = OmegaConf.create(capsys.readouterr().out)
+    assert printed.recipe == "cav_mae" and printed.optim.lr == 0.001 and printed.trainer.accumulate_grad_batches == 4
+    assert printed.backbone.size == "base" and "masked_reconstruction" in printed.objectives
+    assert list(tmp_path.iterdir()) == []
+    assert main(["--print-config", "optim.lr=-1"]) == 2
+    assert "optim.lr=-1" in capsys.readouterr().err
