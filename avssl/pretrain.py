@@ -24,7 +24,9 @@ from pytorch_lightning.loggers import TensorBoardLogger
 
 from avssl.backbones.spec import BackboneSpec
 from avssl.callbacks import ChanceMonitor, DataReportCallback, LinearProbeCallback
+from avssl.callbacks.progress import progress_callbacks
 from avssl.config import ConfigError, PretrainConfig, load_config, to_yaml
+from avssl.console import quiet_lightning
 from avssl.evaluation.linear_probe import FEATURE_SETS
 from avssl.export import export_encoder
 from avssl.loading import load_backbone
@@ -172,7 +174,7 @@ def run(config: PretrainConfig) -> RunResult:
     trainer = pl.Trainer(
         default_root_dir=run_dir,
         logger=TensorBoardLogger(save_dir=run_dir, name="tensorboard", version=""),
-        callbacks=callbacks,
+        callbacks=callbacks + progress_callbacks(t.enable_progress_bar),
         max_epochs=t.max_epochs,
         max_steps=t.max_steps,
         accelerator=t.accelerator,
@@ -243,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
             print(option_output(option, args))
             return 0
         config = load_config(args)
-        result = run(config)
+        with quiet_lightning():
+            result = run(config)
     except USER_ERRORS as err:
         print(f"avssl.pretrain: error: {err}", file=sys.stderr)
         return 2

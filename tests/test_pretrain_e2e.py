@@ -1,6 +1,7 @@
 """The user's path end to end on a tiny recipe: pretrain -> run directory -> export -> load -> probe."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -242,3 +243,16 @@ def test_fast_dev_run_is_a_smoke_run_that_still_exports(demo, tmp_path, capsys, 
     assert avssl.load_backbone(run_dir / "export").embed_dim == 32
     assert not (run_dir / "checkpoints" / "last.ckpt").exists()
     assert not [r for r in caplog.records if r.name == "avssl.progress"]  # enable_progress_bar=false: no progress
+
+
+def test_piped_output_has_progress_lines_and_no_lightning_noise(demo, tmp_path):
+    # batch size 23 of 24 clips: the epoch's second batch has one clip and is skipped (training_step -> None)
+    args = [*TINY, f"data.root={demo.unlabeled}", "probe.enabled=false", f"run.dir={tmp_path / 'run'}",
+            "data.batch_size=23", "trainer.max_epochs=1"]
+    proc = subprocess.run([sys.executable, "-m", "avssl.pretrain", *args], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    output = proc.stdout + proc.stderr
+    assert "\r" not in output  # no progress-bar redraws in a log file
+    for noise in ("Tip:", "litlogger", "LeafSpec", "returned `None`", "to estimate number of stepping batches"):
+        assert noise not in output, noise
+    assert re.search(r"INFO avssl.progress: epoch 1/1  batch 2/2  step \d+  train/loss=\S+  [\d.]+ batches/s", proc.stderr)
