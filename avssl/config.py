@@ -9,12 +9,14 @@ typed objects, never a raw DictConfig.
 from __future__ import annotations
 
 import difflib
+import fnmatch
 import importlib.resources
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, Optional
 
-from omegaconf import OmegaConf
+import yaml
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from avssl.backbones.block import ATTENTION_KERNELS
@@ -23,7 +25,8 @@ from avssl.backbones.registry import ENCODER_KINDS
 from avssl.backbones.sizes import BACKBONE_SIZES
 from avssl.backbones.spec import BackboneSpec
 from avssl.backbones.tokenizers import POS_EMBEDS
-from avssl.schema import all_positive, in_range, non_negative, one_of, positive
+from avssl.lightning_options import accelerator_problem, precision_problem
+from avssl.schema import all_positive, count_or_fraction, each, flag_or_count, in_range, non_negative, one_of, positive, satisfies
 from datamodules.policies import DataPolicies
 from datamodules.preprocessing import Preprocessing
 from datamodules.sampling import SAMPLING_MODES
@@ -36,6 +39,8 @@ class ConfigError(ValueError):
 
 @dataclass
 class RunConfig:
+    """Where the run's files go, its seed, checkpoint frequency and the checkpoint to resume from."""
+
     dir: Optional[str] = None  # None: runs/<recipe>-<YYYYmmdd-HHMMSS> under the working directory
     seed: int = 0
     # also save checkpoints/last.ckpt every N training steps (0: only at the end of each epoch)
@@ -73,7 +78,10 @@ class DataConfig:
 
 @dataclass
 class BackboneConfig:
-    """A named size from `BACKBONE_SIZES`; any size field may be overridden (None: the size's value)."""
+    """The encoder: a named size and layout (docs/backbones.md).
+
+    ``size`` names an entry of `BACKBONE_SIZES`; any size field may be overridden (None: the size's value).
+    """
 
     size: str = field(default="base", metadata=one_of(BACKBONE_SIZES))
     embed_dim: Optional[int] = field(default=None, metadata=positive())
@@ -157,10 +165,13 @@ class MaskingConfig:
 
 @dataclass
 class OptimConfig:
+    """Optimizer and learning-rate schedule (avssl.optim), stepped per optimizer step."""
+
     name: str = field(default="adam", metadata=one_of(["adam", "adamw"]))
     lr: float = field(default=5e-5, metadata=positive())
     weight_decay: float = field(default=5e-7, metadata=non_negative())
-    betas: list[float] = field(default_factory=lambda: [0.95, 0.999])
+    betas: list[float] = field(default_factory=lambda: [0.95, 0.999],
+                               metadata=each(in_range(0.0, 1.0, include_high=False), length=2))
     scheduler: str = field(default="constant", metadata=one_of(["constant", "cosine", "multistep"]))
     warmup_epochs: float = field(default=0.0, metadata=non_negative())  # linear warm-up, then the schedule
     milestones: list[int] = field(default_factory=list)  # multistep: epochs at which lr is multiplied by gamma
@@ -174,13 +185,27 @@ class TrainerConfig:
 
     max_epochs: int = field(default=25, metadata=positive())
     max_steps: int = -1  # -1: no step limit
-    accelerator: str = "auto"
+    # auto, cpu, gpu (CUDA or MPS), cuda, mps, tpu; must be present on this machine
+    accelerator: str = field(default="auto", metadata=satisfies(accelerator_problem))
     devices: Any = "auto"
     strategy: str = "auto"
     num_nodes: int = field(default=1, metadata=positive())
-    precision: str = "32-true"  # e.g. "bf16-mixed" on GPUs that support it
+    # any value Lightning accepts, e.g. "bf16-mixed" on GPUs that support it
+    precision: str = field(default="32-true", metadata=satisfies(precision_problem))
     gradient_clip_val: Optional[float] = field(default=None, metadata=positive())
+    # sum the gradients of N batches per optimizer step: the effective batch is
+    # data.batch_size x N x devices x num_nodes (emulates a paper's batch on fewer devices)
+    accumulate_grad_batches: int = field(default=1, metadata=positive())
+    # batches per epoch: a count (e.g. 100) or a fraction of the epoch (e.g. 0.25); None: all
+    # (None rather than 1.0, for which Lightning logs that it will use 100% of the batches)
+    limit_train_batches: Any = field(default=None, metadata=count_or_fraction())
+    # smoke run (Lightning's fast_dev_run): true (1 batch) or N batches, then the probe and the export
+    # as usual; Lightning writes no checkpoint and no TensorBoard events
+    fast_dev_run: Any = field(default=False, metadata=flag_or_count())
+    # true: deterministic algorithms only (an op without one raises); "warn": warn instead
+    deterministic: Any = field(default=False, metadata=one_of([False, True, "warn"]))
     log_every_n_steps: int = field(default=10, metadata=positive())
+    # a progress bar on a terminal, one log line every 30 s and per epoch otherwise; false: neither
     enable_progress_bar: bool = True
 
 
@@ -208,13 +233,16 @@ class HealthConfig:
 
 @dataclass
 class PretrainConfig:
-    recipe: str = "default"
+    """A whole run; each section's docstring (or ``doc`` metadata) is its line in ``--help``."""
+
+    recipe: str = field(default="default", metadata={"doc": "A shipped recipe's name (--list-recipes) or a path to a YAML file."})
     run: RunConfig = field(default_factory=RunConfig)
     data: DataConfig = field(default_factory=DataConfig)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     masking: MaskingConfig = field(default_factory=MaskingConfig)
     # registry name -> {"weight": float, **the objective's keyword arguments}
-    objectives: dict[str, Any] = field(default_factory=dict)
+    objectives: dict[str, Any] = field(default_factory=dict, metadata={
+        "doc": "The weighted losses: objectives.NAME.weight and the objective's arguments (docs/objectives.md)."})
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
@@ -226,10 +254,16 @@ def _check_divisible(key: str, value: int, by_key: str, by: int) -> None:
         raise ConfigError(f"{key}={value} is not divisible by {by_key}={by}; change one of them so it is.")
 
 
-def available_recipes() -> list[str]:
-    """Names of the recipes shipped with avssl."""
+def available_recipes(pattern: str = "*") -> list[str]:
+    """Names of the recipes shipped with avssl (``recipe=NAME``), those matching a shell-style `pattern`.
+
+    Examples:
+        >>> avssl.list_recipes("cav_mae*")
+        ['cav_mae', 'cav_mae_demo']
+    """
     root = importlib.resources.files("avssl.recipes")
-    return sorted(p.name[: -len(".yaml")] for p in root.iterdir() if p.name.endswith(".yaml"))
+    names = (p.name[: -len(".yaml")] for p in root.iterdir() if p.name.endswith(".yaml"))
+    return sorted(name for name in names if fnmatch.fnmatchcase(name, pattern))
 
 
 def _closest(word: str, options: list[str]) -> str:
@@ -318,6 +352,38 @@ def _check_objectives(objectives: dict[str, Any]) -> None:
         check_objective_config(name, params)
 
 
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """``line L, column C: what the parser found`` (1-based, as editors count)."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark else problem
+
+
+def _parse_recipe(recipe: str) -> DictConfig:
+    text = recipe_text(recipe)
+    try:
+        node = OmegaConf.create(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"recipe={recipe}: not valid YAML ({_yaml_problem(err)}); fix the file.") from None
+    if not isinstance(node, DictConfig):
+        raise ConfigError(f"recipe={recipe}: a recipe is a mapping of sections (backbone:, objectives:, ...), "
+                          "not a list; fix the file.")
+    return node
+
+
+def _parse_overrides(overrides: list[str]) -> DictConfig:
+    try:
+        return OmegaConf.from_dotlist(overrides)
+    except yaml.YAMLError:
+        for override in overrides:  # name the one that does not parse
+            try:
+                OmegaConf.from_dotlist([override])
+            except yaml.YAMLError as err:
+                raise ConfigError(f"'{override}': the value is not valid YAML ({_yaml_problem(err)}); "
+                                  "fix it, or quote it to pass it as a string.") from None
+        raise
+
+
 def load_config(args: list[str]) -> PretrainConfig:
     """Builds the run's configuration from ``recipe=NAME|PATH`` and ``a.b=c`` overrides.
 
@@ -335,11 +401,11 @@ def load_config(args: list[str]) -> PretrainConfig:
             overrides.append(arg)
     cfg = OmegaConf.structured(PretrainConfig)
     try:
-        cfg = OmegaConf.merge(cfg, OmegaConf.create(recipe_text(recipe)))
+        cfg = OmegaConf.merge(cfg, _parse_recipe(recipe))
     except OmegaConfBaseException as err:
         raise _explain_omegaconf_error(err, f"recipe {recipe}") from None
     try:
-        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
+        cfg = OmegaConf.merge(cfg, _parse_overrides(overrides))
     except OmegaConfBaseException as err:
         raise _explain_omegaconf_error(err, "the command line") from None
     cfg.recipe = Path(recipe).stem

@@ -9,6 +9,7 @@ objective's health scalars and chance values as ``health/<objective>/<name>``. T
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict
 from typing import Any
 
@@ -79,7 +80,9 @@ class AVPretrainModule(pl.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = build_optimizer(self.parameters(), self.config.optim)
+        # optimizer steps, after trainer.limit_train_batches / fast_dev_run and gradient accumulation
         total_steps = int(self.trainer.estimated_stepping_batches)  # also loads the train dataloader
-        steps_per_epoch = max(1, int(self.trainer.num_training_batches))
+        # Lightning also steps on an epoch's last, incomplete accumulation window
+        steps_per_epoch = max(1, math.ceil(self.trainer.num_training_batches / self.trainer.accumulate_grad_batches))
         scheduler = build_scheduler(optimizer, self.config.optim, steps_per_epoch, total_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,4 +1,4 @@
-"""``python -m avssl.pretrain [recipe=NAME|PATH] [key=value ...]``: self-supervised pretraining.
+"""``python -m avssl.pretrain [recipe=NAME|PATH] [key=value ...]``: self-supervised pretraining (``--help``: options).
 
 With no argument it runs the default recipe (audio-visual InfoNCE on small CNN towers) on the built-in demo clips,
 which are rendered and cached on first use. A run leaves a directory with the resolved
@@ -25,11 +25,14 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from avssl.atomic_files import remove_partial_files
 from avssl.backbones.spec import BackboneSpec
 from avssl.callbacks import AtomicCheckpointIO, ChanceMonitor, DataReportCallback, LastCheckpoint, LinearProbeCallback
+from avssl.callbacks.progress import progress_callbacks
 from avssl.config import ConfigError, PretrainConfig, load_config, to_yaml
+from avssl.console import quiet_lightning
 from avssl.evaluation.linear_probe import FEATURE_SETS
 from avssl.export import export_encoder
 from avssl.loading import load_backbone
 from avssl.module import AVPretrainModule
+from avssl.pretrain_cli import option_output, split_options
 from avssl.resume import check_resume_checkpoint
 from avssl.run_dir import choose_run_directory
 from datamodules.demo import ensure_demo_clips
@@ -165,7 +168,7 @@ def run(config: PretrainConfig) -> RunResult:
     trainer = pl.Trainer(
         default_root_dir=run_dir.path,
         logger=TensorBoardLogger(save_dir=run_dir.path, name="tensorboard", version=""),
-        callbacks=callbacks,
+        callbacks=callbacks + progress_callbacks(t.enable_progress_bar),
         plugins=[AtomicCheckpointIO()],
         max_epochs=t.max_epochs,
         max_steps=t.max_steps,
@@ -175,6 +178,10 @@ def run(config: PretrainConfig) -> RunResult:
         num_nodes=t.num_nodes,
         precision=t.precision,
         gradient_clip_val=t.gradient_clip_val,
+        accumulate_grad_batches=t.accumulate_grad_batches,
+        limit_train_batches=t.limit_train_batches,
+        fast_dev_run=t.fast_dev_run,
+        deterministic=t.deterministic,
         log_every_n_steps=t.log_every_n_steps,
         enable_progress_bar=t.enable_progress_bar,
         enable_model_summary=False,
@@ -218,16 +225,24 @@ def run(config: PretrainConfig) -> RunResult:
     )
 
 
-def format_summary(result: RunResult) -> str:
-    """What a user reads at the end of a run: where everything is, and the probe figures."""
+def format_summary(result: RunResult, fast_dev_run: bool | int = False) -> str:
+    """What a user reads at the end of a run: where everything is, and the probe figures.
+
+    Args:
+        fast_dev_run: ``trainer.fast_dev_run``: a smoke run writes no checkpoint and no TensorBoard events.
+    """
+    smoke = f"none (smoke run, trainer.fast_dev_run={fast_dev_run})"
+    tensorboard = f"tensorboard --logdir {result.run_dir / 'tensorboard'}"
     lines = [
         f"run directory   {result.run_dir}",
-        f"checkpoint      {result.checkpoint}  (step {result.step})",
+        f"checkpoint      {smoke if fast_dev_run else f'{result.checkpoint}  (step {result.step})'}",
         f"export          {result.export_dir}  (avssl.load_backbone('{result.export_dir}'))",
-        f"tensorboard     tensorboard --logdir {result.run_dir / 'tensorboard'}",
+        f"tensorboard     {smoke if fast_dev_run else tensorboard}",
         f"data report     {result.data_report}",
         f"wall time       {result.seconds / 60:.1f} min",
     ]
+    if fast_dev_run:
+        lines.insert(0, f"smoke run       trainer.fast_dev_run={fast_dev_run}: the export is of a barely trained backbone")
     if result.probe:
         any_result = next(iter(result.probe.values()))
         lines += ["", f"linear probe top-1 ({any_result['train_clips']} train / {any_result['test_clips']} test clips):"]
@@ -247,8 +262,13 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        config = load_config(argv)
-        result = run(config)
+        option, args = split_options(argv)
+        if option is not None:  # --help, a listing or --print-config: print, create nothing
+            print(option_output(option, args))
+            return 0
+        config = load_config(args)
+        with quiet_lightning():
+            result = run(config)
     except USER_ERRORS as err:
         print(f"avssl.pretrain: error: {err}", file=sys.stderr)
         return 2
@@ -257,13 +277,13 @@ def main(argv: list[str] | None = None) -> int:
             print("avssl.pretrain: interrupted before the first training step; nothing to resume.", file=sys.stderr)
         else:
             print(f"avssl.pretrain: interrupted; {stop.checkpoint} holds step {stop.step}. Resume with:\n"
-                  f"  {resume_command(argv, stop.checkpoint)}", file=sys.stderr)
+                  f"  {resume_command(args, stop.checkpoint)}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
         print("avssl.pretrain: interrupted before training started; nothing was saved.", file=sys.stderr)
         return 130
     if not result.launched_rank:
-        print("\n" + format_summary(result))
+        print("\n" + format_summary(result, config.trainer.fast_dev_run))
     return 0
 
 

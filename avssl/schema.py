@@ -4,7 +4,7 @@ A constraint lives next to the field it guards, as dataclass field metadata::
 
     lr: float = field(default=1e-4, metadata=positive())
 
-`avssl.config.validate` walks a config tree and reports the first violated constraint with the
+`avssl.config.load_config` walks a config tree and reports the first violated constraint with the
 full key path (``optim.lr=-1.0: must be > 0``).
 """
 
@@ -52,3 +52,53 @@ def one_of(choices: Iterable[Any]) -> dict[str, Check]:
 def all_positive() -> dict[str, Check]:
     """Every element of a list must be > 0."""
     return _constraint(lambda v: None if all(x > 0 for x in v) else "every element must be > 0")
+
+
+def each(element: dict[str, Check], *, length: int) -> dict[str, Check]:
+    """The value must be a list of `length` elements, each satisfying the constraint `element`.
+
+    Examples:
+        >>> betas: list[float] = field(default_factory=lambda: [0.9, 0.999],
+        ...                            metadata=each(in_range(0.0, 1.0, include_high=False), length=2))
+    """
+    element_check = element["check"]
+
+    def check(v: Any) -> str | None:
+        if len(v) != length:
+            return f"must be a list of {length} values, got {len(v)}"
+        for i, x in enumerate(v):
+            problem = element_check(x)
+            if problem:
+                return f"element {i} ({x}) {problem}"
+        return None
+
+    return _constraint(check)
+
+
+def count_or_fraction() -> dict[str, Check]:
+    """The value must be a whole count >= 0 or a fraction in [0.0, 1.0] (Lightning's ``limit_*_batches``)."""
+
+    def check(v: Any) -> str | None:
+        if isinstance(v, int) and not isinstance(v, bool):
+            return None if v >= 0 else "must be a count >= 0 or a fraction in [0.0, 1.0]"
+        if isinstance(v, float):
+            return None if 0.0 <= v <= 1.0 else "a fraction must be in [0.0, 1.0] (give a whole number for a count)"
+        return "must be a count >= 0 (e.g. 100) or a fraction in [0.0, 1.0] (e.g. 0.25)"
+
+    return _constraint(check)
+
+
+def flag_or_count() -> dict[str, Check]:
+    """The value must be true, false or a whole count >= 0 (Lightning's ``fast_dev_run``)."""
+
+    def check(v: Any) -> str | None:
+        if isinstance(v, bool) or (isinstance(v, int) and v >= 0):
+            return None
+        return "must be true, false or a number of batches >= 0"
+
+    return _constraint(check)
+
+
+def satisfies(check: Check) -> dict[str, Check]:
+    """The value must pass `check`, which returns None or what is wrong (for checks that need a library)."""
+    return _constraint(check)

@@ -93,3 +93,142 @@ def test_data_root_is_the_shorthand_for_a_folder_source():
 def test_bad_data_settings_name_the_key(args, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_config(args)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["optim.betas=[0.9]"], "optim.betas=[0.9]: must be a list of 2 values, got 1"),
+        (["optim.betas=[2,3]"], "optim.betas=[2.0, 3.0]: element 0 (2.0) must be in [0.0, 1.0)"),
+        (["optim.betas=[0.9"], "'optim.betas=[0.9': the value is not valid YAML"),
+        (["trainer.accelerator=tpux"], "trainer.accelerator=tpux: unknown accelerator; must be one of ['auto', 'cpu', 'cuda', 'gpu'"),
+        (["trainer.accumulate_grad_batches=0"], "trainer.accumulate_grad_batches=0: must be > 0"),
+        (["trainer.limit_train_batches=1.5"], "trainer.limit_train_batches=1.5: a fraction must be in [0.0, 1.0]"),
+        (["trainer.limit_train_batches=-3"], "trainer.limit_train_batches=-3: must be a count >= 0"),
+        (["trainer.limit_train_batches=all"], "trainer.limit_train_batches=all: must be a count >= 0"),
+        (["trainer.fast_dev_run=-1"], "trainer.fast_dev_run=-1: must be true, false or a number of batches >= 0"),
+        (["trainer.fast_dev_run=0.5"], "trainer.fast_dev_run=0.5: must be true, false or a number of batches"),
+        (["trainer.deterministic=maybe"], "trainer.deterministic=maybe: must be one of [False, True, 'warn']"),
+    ],
+)
+def test_bad_optimizer_and_trainer_settings_name_the_key(args, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(args)
+
+
+def test_precision_is_checked_against_what_lightning_accepts():
+    with pytest.raises(ConfigError, match=r"trainer.precision=bogus: must be one of \[.*'bf16-mixed'.*'32-true'"):
+        load_config(["trainer.precision=bogus"])
+    for value in ("16-mixed", "bf16-mixed", "32", "64-true"):
+        assert load_config([f"trainer.precision={value}"]).trainer.precision == value
+
+
+@pytest.fixture
+def no_gpu(monkeypatch):
+    from pytorch_lightning.accelerators import CUDAAccelerator, MPSAccelerator
+
+    monkeypatch.setattr(CUDAAccelerator, "is_available", staticmethod(lambda: False))
+    monkeypatch.setattr(MPSAccelerator, "is_available", staticmethod(lambda: False))
+
+
+@pytest.mark.parametrize("accelerator", ["gpu", "cuda"])
+def test_a_gpu_accelerator_without_a_gpu_is_a_config_error(no_gpu, accelerator):
+    with pytest.raises(ConfigError, match=re.escape(
+            f"trainer.accelerator={accelerator}: no GPU was found on this machine; use trainer.accelerator=cpu or "
+            "trainer.accelerator=auto")):
+        load_config([f"trainer.accelerator={accelerator}"])
+    assert load_config(["trainer.accelerator=cpu"]).trainer.accelerator == "cpu"
+
+
+def test_trainer_keys_for_accumulation_limits_smoke_runs_and_determinism():
+    defaults = load_config([]).trainer
+    assert (defaults.accumulate_grad_batches, defaults.limit_train_batches, defaults.fast_dev_run,
+            defaults.deterministic) == (1, None, False, False)
+    t = load_config(["trainer.accumulate_grad_batches=4", "trainer.limit_train_batches=0.25",
+                     "trainer.fast_dev_run=3", "trainer.deterministic=warn"]).trainer
+    assert (t.accumulate_grad_batches, t.limit_train_batches, t.fast_dev_run, t.deterministic) == (4, 0.25, 3, "warn")
+    assert load_config(["trainer.limit_train_batches=10"]).trainer.limit_train_batches == 10
+    assert load_config(["trainer.fast_dev_run=true"]).trainer.fast_dev_run is True
+
+
+def test_a_recipe_that_is_not_valid_yaml_names_the_file_and_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("backbone:\n  size: small\n  audio_patch: [16, 16\nobjectives: {av_infonce: {weight: 1.0}}\n")
+    with pytest.raises(ConfigError, match=re.escape(f"recipe={path}: not valid YAML (line 4, column 11: ")):
+        load_config([f"recipe={path}"])
+    path.write_text("- backbone\n- objectives\n")
+    with pytest.raises(ConfigError, match="a recipe is a mapping of sections"):
+        load_config([f"recipe={path}"])
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["recipe=BAD_YAML"], "not valid YAML"),
+        (["optim.betas=[0.9]"], "optim.betas=[0.9]: must be a list of 2 values"),
+        (["trainer.precision=bogus"], "trainer.precision=bogus: must be one of"),
+        (["trainer.accelerator=gpu"], "no GPU was found on this machine"),
+        (["--bogus"], "--bogus: unknown option"),
+        (["--list-recipes", "--print-config"], "give one of them at a time"),
+    ],
+)
+def test_cli_user_errors_are_one_line_exit_2_and_leave_no_run_directory(no_gpu, tmp_path, capsys, monkeypatch, args, message):
+    from avssl.pretrain import main
+
+    monkeypatch.chdir(tmp_path)  # a default run directory would go to ./runs
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("objectives: {av_infonce: {weight: 1.0}\n")
+    args = [arg.replace("BAD_YAML", str(bad)) for arg in args]
+    assert main([*args, f"run.dir={tmp_path / 'run'}"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "run").exists() and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_cli_help_lists_the_config_sections_from_the_schema_and_the_docs(capsys, flag):
+    from dataclasses import fields
+
+    from avssl.config import PretrainConfig
+    from avssl.pretrain import main
+
+    assert main([flag]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: python -m avssl.pretrain")
+    for section in fields(PretrainConfig):
+        line = next(line for line in out.splitlines() if line.strip().startswith(section.name + " "))
+        assert len(line.split()) > 3 and "(" + section.name not in line, line  # a description, not a signature
+    for text in ("--list-recipes", "--list-presets", "--print-config", "docs/recipes.md", "docs/getting-started.md"):
+        assert text in out
+
+
+def test_cli_lists_recipes_and_backbone_presets(capsys):
+    import avssl
+    from avssl.pretrain import main
+
+    assert main(["--list-recipes"]) == 0
+    out = capsys.readouterr().out
+    for name in available_recipes():
+        assert re.search(rf"^  {name} +\S", out, re.MULTILINE), name
+    assert main(["--list-presets"]) == 0
+    out = capsys.readouterr().out
+    for name in ("tiny", "base", "strided_conv", "xkd_base", "mbt_tiny", "r2plus1d18_resnet18"):
+        assert re.search(rf"^  {name} +\S", out, re.MULTILINE), name
+    assert avssl.list_recipes("cav_mae*") == ["cav_mae", "cav_mae_demo"]
+    assert avssl.list_backbones("xkd_*") == ["xkd_tiny", "xkd_small", "xkd_base", "xkd_large"]
+    assert "strided_conv" in avssl.list_backbones()
+
+
+def test_cli_prints_the_resolved_config_and_creates_nothing(tmp_path, capsys, monkeypatch):
+    from omegaconf import OmegaConf
+
+    from avssl.pretrain import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["--print-config", "recipe=cav_mae", "optim.lr=0.001", "trainer.accumulate_grad_batches=4"]) == 0
+    printed = OmegaConf.create(capsys.readouterr().out)
+    assert printed.recipe == "cav_mae" and printed.optim.lr == 0.001 and printed.trainer.accumulate_grad_batches == 4
+    assert printed.backbone.size == "base" and "masked_reconstruction" in printed.objectives
+    assert list(tmp_path.iterdir()) == []
+    assert main(["--print-config", "optim.lr=-1"]) == 2
+    assert "optim.lr=-1" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """The user's path end to end on a tiny recipe: pretrain -> run directory -> export -> load -> probe."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -216,3 +217,42 @@ def test_cnn_towers_pretrain_export_and_load(demo, tmp_path):
 def test_cnn_backbone_with_masking_is_a_config_error(capsys):
     assert pretrain_main([*TINY, "backbone.kind=cnn"]) == 2
     assert "CNN towers do not drop tokens" in capsys.readouterr().err
+
+
+def test_accumulation_and_batch_limits_size_the_schedule_in_optimizer_steps(demo, tmp_path):
+    run_dir = tmp_path / "accumulate"
+    # 3 batches of 8 per epoch, limited to 2, accumulated by 2: one optimizer step per epoch
+    args = [*TINY, f"data.root={demo.unlabeled}", "probe.enabled=false", f"run.dir={run_dir}",
+            "trainer.limit_train_batches=2", "trainer.accumulate_grad_batches=2", "optim.scheduler=cosine",
+            "optim.warmup_epochs=1"]
+    assert pretrain_main(args) == 0
+    ckpt = torch.load(run_dir / "checkpoints/last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] == 2
+    schedule = ckpt["lr_schedulers"][0]  # lightly's CosineWarmupScheduler counts optimizer steps
+    assert (schedule["warmup_epochs"], schedule["max_epochs"]) == (1, 2)
+
+
+def test_fast_dev_run_is_a_smoke_run_that_still_exports(demo, tmp_path, capsys, caplog):
+    run_dir = tmp_path / "smoke"
+    args = [*TINY, f"data.root={demo.unlabeled}", "probe.enabled=false", f"run.dir={run_dir}",
+            "trainer.fast_dev_run=true", "trainer.enable_progress_bar=false"]
+    assert pretrain_main(args) == 0
+    out = capsys.readouterr().out
+    assert "smoke run       trainer.fast_dev_run=True" in out
+    assert "checkpoint      none (smoke run" in out
+    assert avssl.load_backbone(run_dir / "export").embed_dim == 32
+    assert not (run_dir / "checkpoints" / "last.ckpt").exists()
+    assert not [r for r in caplog.records if r.name == "avssl.progress"]  # enable_progress_bar=false: no progress
+
+
+def test_piped_output_has_progress_lines_and_no_lightning_noise(demo, tmp_path):
+    # batch size 23 of 24 clips: the epoch's second batch has one clip and is skipped (training_step -> None)
+    args = [*TINY, f"data.root={demo.unlabeled}", "probe.enabled=false", f"run.dir={tmp_path / 'run'}",
+            "data.batch_size=23", "trainer.max_epochs=1"]
+    proc = subprocess.run([sys.executable, "-m", "avssl.pretrain", *args], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    output = proc.stdout + proc.stderr
+    assert "\r" not in output  # no progress-bar redraws in a log file
+    for noise in ("Tip:", "litlogger", "LeafSpec", "returned `None`", "to estimate number of stepping batches"):
+        assert noise not in output, noise
+    assert re.search(r"INFO avssl.progress: epoch 1/1  batch 2/2  step \d+  train/loss=\S+  [\d.]+ batches/s", proc.stderr)

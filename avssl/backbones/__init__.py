@@ -3,7 +3,7 @@
 from avssl.backbones.decoder import MAEDecoder
 from avssl.backbones.encoder import AudioVisualEncoder
 from avssl.backbones.fusion import BottleneckFusionEncoder
-from avssl.backbones.registry import BACKBONE_PRESETS, ENCODER_KINDS, build_encoder, create_backbone
+from avssl.backbones.registry import BACKBONE_PRESETS, ENCODER_KINDS, build_encoder, create_backbone, list_backbones
 from avssl.backbones.shared import SharedEncoder
 from avssl.backbones.sizes import BACKBONE_SIZES
 from avssl.backbones.spec import BackboneSpec
@@ -19,4 +19,5 @@ __all__ = [
     "SharedEncoder",
     "build_encoder",
     "create_backbone",
+    "list_backbones",
 ]

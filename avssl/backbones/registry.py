@@ -28,6 +28,7 @@ Examples:
 
 from __future__ import annotations
 
+import fnmatch
 from dataclasses import fields
 from typing import Any, Callable
 
@@ -117,6 +118,16 @@ CNN_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 BACKBONE_PRESETS: list[str] = [f"{family}_{size}" for family in BACKBONE_FAMILIES for size in BACKBONE_SIZES] + list(CNN_PRESETS)
+
+
+def list_backbones(pattern: str = "*") -> list[str]:
+    """Names of the presets `create_backbone` builds, those matching a shell-style `pattern`.
+
+    Examples:
+        >>> avssl.list_backbones("xkd_*")
+        ['xkd_tiny', 'xkd_small', 'xkd_base', 'xkd_large']
+    """
+    return [name for name in BACKBONE_PRESETS if fnmatch.fnmatchcase(name, pattern)]
 
 
 def preset_spec(name: str, **overrides: Any) -> BackboneSpec:

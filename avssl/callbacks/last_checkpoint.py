@@ -76,8 +76,8 @@ class LastCheckpoint(Checkpoint):
             self._save(trainer, after_interrupt=True)
 
     def _save(self, trainer: pl.Trainer, after_interrupt: bool = False) -> None:
-        if trainer.sanity_checking or self.saved_step == trainer.global_step:
-            return
+        if trainer.fast_dev_run or trainer.sanity_checking or self.saved_step == trainer.global_step:
+            return  # a smoke run saves nothing, as with Lightning's own checkpointing
         if after_interrupt and trainer.world_size > 1:
             # Other ranks may already be gone: no barrier (trainer.save_checkpoint has one), rank 0 writes.
             if trainer.is_global_zero:
