@@ -27,8 +27,9 @@ import logging
 import math
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import av
@@ -98,13 +99,14 @@ class FileInfo:
     audio_channels: int = 0
 
 
-def probe_file(path: str | Path) -> FileInfo:
+def probe_file(path: str | bytes | os.PathLike) -> FileInfo:
     """Reads a file's headers and checks that decord can open its video stream.
 
     Nothing is decoded except what decord reads to index the video, so probing is cheap.
 
     Args:
-        path: a video file.
+        path: a video file; a name that is not valid UTF-8 (bytes, or a str decoded with
+            `os.fsdecode`) works too.
 
     Returns:
         The file's streams, duration, frame rate, frame count and size.
@@ -113,7 +115,7 @@ def probe_file(path: str | Path) -> FileInfo:
         ClipError: ``empty_file``, ``unreadable`` or ``no_video``, never anything else for a bad
             file (garbage, text and truncated files included).
     """
-    return _probe(str(path))[0]
+    return _probe(os.fsdecode(path))[0]
 
 
 def clip_starts(info: FileInfo, pre: Preprocessing,
@@ -138,7 +140,7 @@ def clip_starts(info: FileInfo, pre: Preprocessing,
     return [start]
 
 
-def read_clip(path: str | Path, start_s: float, pre: Preprocessing,
+def read_clip(path: str | bytes | os.PathLike, start_s: float, pre: Preprocessing,
               policies: DataPolicies = DataPolicies(),
               info: FileInfo | None = None) -> tuple[Tensor, Tensor]:
     """Decodes the frames and the waveform of ``[start_s, start_s + clip_seconds)``.
@@ -166,7 +168,7 @@ def read_clip(path: str | Path, start_s: float, pre: Preprocessing,
             ``decode_failed``; never another exception for a bad file.
         ValueError: ``start_s < 0``, or ``num_frames / fps`` longer than ``clip_seconds``.
     """
-    path = str(path)
+    path = os.fsdecode(path)
     _check_frame_rate(pre)
     if start_s < 0:
         raise ValueError(f"start_s={start_s}: a clip cannot start before the video (0 s)")
@@ -231,13 +233,41 @@ def _start_s(stream: av.stream.Stream) -> float:
 def _open_decord(path: str) -> decord.VideoReader:
     # One decoding thread: DataLoader workers are the parallelism; decord's default uses all cores.
     try:
-        reader = decord.VideoReader(path, num_threads=1)
+        with _decord_name(path) as name:
+            reader = decord.VideoReader(name, num_threads=1)
         fps = reader.get_avg_fps()
-    except _DECORD_ERRORS as err:
+    except (*_DECORD_ERRORS, OSError) as err:
         raise ClipError("unreadable", f"decord cannot open the video stream: {_brief(err)}", path) from err
     if not (math.isfinite(fps) and fps > 0):
         raise ClipError("unreadable", f"the video stream reports a frame rate of {fps}", path)
     return reader
+
+
+@contextmanager
+def _decord_name(path: str) -> Iterator[str]:
+    """A name decord can open for ``path``.
+
+    decord passes file names to FFmpeg as UTF-8 and raises UnicodeEncodeError for a name that is
+    not (Linux names are bytes; Python keeps the undecodable ones as surrogates, `os.fsdecode`),
+    and accepts neither bytes nor, without reading the whole file into memory, a file object.
+    Such a file is opened here and handed over as ``/proc/self/fd/N``: FFmpeg opens that link,
+    which gives it the same file under its own descriptor, so ours is closed once the reader exists.
+    """
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        pass
+    else:
+        yield path
+        return
+    if not os.path.isdir("/proc/self/fd"):
+        raise ClipError("unreadable", "the file name is not valid UTF-8 and this system has no "
+                        "/proc/self/fd to hand it to decord; rename the file", path)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        yield f"/proc/self/fd/{fd}"
+    finally:
+        os.close(fd)
 
 
 def _brief(err: BaseException) -> str:
