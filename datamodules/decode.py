@@ -140,9 +140,37 @@ def clip_starts(info: FileInfo, pre: Preprocessing,
     return [start]
 
 
+@dataclass
+class DecodedClip:
+    """What `decode_clip` reads for one clip.
+
+    Attributes:
+        frames: uint8 ``[T, H, W, 3]`` RGB, T = ``pre.num_frames``, at the file's true size.
+        waveform: float32 ``[round(clip_seconds * sample_rate)]``, mono.
+        audio_real: bool, the shape of ``waveform``: which samples come from the file's audio
+            (False where the waveform is zero padding, or silence for a file without audio).
+    """
+
+    frames: Tensor
+    waveform: Tensor
+    audio_real: Tensor
+
+
 def read_clip(path: str | bytes | os.PathLike, start_s: float, pre: Preprocessing,
               policies: DataPolicies = DataPolicies(),
               info: FileInfo | None = None) -> tuple[Tensor, Tensor]:
+    """The frames and the waveform of ``[start_s, start_s + clip_seconds)`` (see `decode_clip`).
+
+    Returns:
+        ``frames``: uint8 ``[T, H, W, 3]`` RGB, T = ``pre.num_frames``, at the file's true size.
+        ``waveform``: float32 ``[round(clip_seconds * sample_rate)]``, mono.
+    """
+    clip = decode_clip(path, start_s, pre, policies, info)
+    return clip.frames, clip.waveform
+
+
+def decode_clip(path: str | bytes | os.PathLike, start_s: float, pre: Preprocessing,
+                policies: DataPolicies = DataPolicies(), info: FileInfo | None = None) -> DecodedClip:
     """Decodes the frames and the waveform of ``[start_s, start_s + clip_seconds)``.
 
     Frames: with ``pre.fps`` None, at the centres of ``num_frames`` equal parts of the clip; with
@@ -160,8 +188,7 @@ def read_clip(path: str | bytes | os.PathLike, start_s: float, pre: Preprocessin
         info: the file's `probe_file` result, to skip reading the headers again.
 
     Returns:
-        ``frames``: uint8 ``[T, H, W, 3]`` RGB, T = ``pre.num_frames``, at the file's true size.
-        ``waveform``: float32 ``[round(clip_seconds * sample_rate)]``, mono.
+        The frames, the waveform and which of its samples are real audio.
 
     Raises:
         ClipError: ``empty_file``, ``unreadable``, ``no_video``, ``no_audio``, ``too_short`` or
@@ -180,16 +207,16 @@ def read_clip(path: str | bytes | os.PathLike, start_s: float, pre: Preprocessin
     frames = _read_frames(info, indices, reader)
     length = round(pre.clip_seconds * pre.sample_rate)
     if not info.has_audio:  # no_audio="silence"
-        return frames, torch.zeros(length)
+        return DecodedClip(frames, torch.zeros(length), torch.zeros(length, dtype=torch.bool))
     offset_s = info.video_start_s + unrecorded_priming_s(info.container, info.audio_codec,
                                                          info.audio_sample_rate)
     try:
-        waveform, covered_s = read_audio(path, start_s, pre.clip_seconds, pre.sample_rate, offset_s)
+        waveform, real = read_audio(path, start_s, pre.clip_seconds, pre.sample_rate, offset_s)
     except (av.FFmpegError, ValueError) as err:  # ValueError: the stream's format changed
         raise ClipError("decode_failed", f"audio of the clip from {start_s:.2f} s: {_brief(err)}",
                         path) from err
-    _check_audio_coverage(info, start_s, covered_s, pre, policies)
-    return frames, torch.from_numpy(waveform)
+    _check_audio_coverage(info, start_s, float(real.sum()) / pre.sample_rate, pre, policies)
+    return DecodedClip(frames, torch.from_numpy(waveform), torch.from_numpy(real))
 
 
 # --- headers ---------------------------------------------------------------------------------
