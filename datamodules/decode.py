@@ -42,6 +42,7 @@ from datamodules.audio_decode import read_audio, unrecorded_priming_s
 from datamodules.errors import ClipError
 from datamodules.policies import DataPolicies
 from datamodules.preprocessing import Preprocessing
+from datamodules.sampling import ContentSpans, clip_window, sample_clip_starts
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,11 @@ _PYAV_NO_SEEK_CONTAINERS = ("mpeg",)
 
 _DECORD_ERRORS = (RuntimeError, decord.DECORDError, AssertionError)
 
+# Audio and video tracks rarely end on the same sample, so a clip may miss up to one video frame of
+# audio and still count as whole; never more than this, so the multi-second frames of a slide show
+# (or a bogus frame rate) cannot excuse missing audio.
+_MAX_AUDIO_SLACK_S = 0.25
+
 
 @dataclass
 class FileInfo:
@@ -83,6 +89,9 @@ class FileInfo:
         audio_codec: the audio codec, e.g. ``"aac"``; empty without audio.
         audio_sample_rate: native audio rate in Hz from the header; 0 without audio.
         audio_channels: audio channels from the header; 0 without audio.
+        audio_span_s: the seconds of the video timeline the audio track covers, from the header
+            (stream start and duration; Matroska's per-track DURATION tag); None without audio or
+            when the header does not tell (e.g. FLV).
     """
 
     path: str
@@ -97,6 +106,7 @@ class FileInfo:
     audio_codec: str = ""
     audio_sample_rate: int = 0
     audio_channels: int = 0
+    audio_span_s: tuple[float, float] | None = None
 
 
 def probe_file(path: str | bytes | os.PathLike) -> FileInfo:
@@ -118,26 +128,34 @@ def probe_file(path: str | bytes | os.PathLike) -> FileInfo:
     return _probe(os.fsdecode(path))[0]
 
 
-def clip_starts(info: FileInfo, pre: Preprocessing,
-                policies: DataPolicies = DataPolicies()) -> list[float]:
-    """Chooses the clips of a file: for now one, centred in the file.
+def clip_starts(info: FileInfo, pre: Preprocessing, policies: DataPolicies = DataPolicies(),
+                clips_per_video: int = 1, mode: str = "uniform", rng: np.random.Generator | None = None,
+                window: tuple[float | None, float | None] = (None, None), name: str = "") -> list[float]:
+    """Chooses the clips of a file where both its video and its audio have content.
 
     Args:
         info: the file, from `probe_file`.
         pre: gives ``clip_seconds``.
         policies: ``no_audio``, ``short`` and ``min_clip_fraction`` decide which files are kept.
+        clips_per_video: how many clips.
+        mode: ``uniform`` or ``random`` (see `sample_clip_starts`).
+        rng: draws ``random`` starts.
+        window: ``(start_s, end_s)`` of a manifest row (None: the file's start or end).
+        name: the file as errors name it (default: its path).
 
     Returns:
-        Start times in seconds: ``[max(0, (duration - clip_seconds) / 2)]``. A file shorter than a
-        clip gives one clip at 0 s (with ``short="pad"``), whose audio `read_clip` zero-pads.
+        Start times in seconds (see `sample_clip_starts`): by default one clip, centred in the
+        seconds both streams cover. A file shorter than a clip gives one clip (with
+        ``short="pad"``), which `read_clip` pads.
 
     Raises:
         ClipError: ``no_audio`` (no audio stream, ``no_audio="skip"``) or ``too_short``.
     """
     _check_audio_policy(info, policies)
-    start = max(0.0, (info.duration_s - pre.clip_seconds) / 2)
-    _video_seconds(info, start, pre, policies)
-    return [start]
+    spans = ContentSpans(window=clip_window(info.duration_s, *window), video=(0.0, info.duration_s),
+                         audio=info.audio_span_s, audio_slack_s=_audio_slack_s(info))
+    return sample_clip_starts(spans, pre.clip_seconds, clips_per_video, mode,
+                              rng or np.random.default_rng(0), policies, name or info.path)
 
 
 @dataclass
@@ -242,6 +260,7 @@ def _probe(path: str) -> tuple[FileInfo, decord.VideoReader]:
                 context = audio[0].codec_context
                 header.update(audio_codec=context.codec.canonical_name,
                               audio_sample_rate=context.sample_rate, audio_channels=context.channels)
+                header.update(audio_span_s=_audio_span_s(audio[0], header))
     except (av.FFmpegError, OSError) as err:
         raise ClipError("unreadable", f"the container cannot be opened: {_brief(err)}", path) from err
     reader = _open_decord(path)
@@ -249,6 +268,26 @@ def _probe(path: str) -> tuple[FileInfo, decord.VideoReader]:
     info = FileInfo(path=path, duration_s=num_frames / fps, fps=fps, num_frames=num_frames,
                     has_audio=bool(audio), **header)
     return info, reader
+
+
+def _audio_span_s(stream: av.stream.Stream, header: dict[str, Any]) -> tuple[float, float] | None:
+    """The seconds of the video timeline the audio track covers, as far as the header tells."""
+    seconds = None
+    if stream.duration and stream.time_base is not None:
+        seconds = float(stream.duration * stream.time_base)
+    else:  # Matroska/WebM keep a track's length in a tag, e.g. DURATION=00:00:03.064000000
+        tag = next((v for k, v in stream.metadata.items() if k.upper().startswith("DURATION")), "")
+        match = re.fullmatch(r"(\d+):(\d+):(\d+(?:\.\d*)?)", tag.strip())
+        if match:
+            hours, minutes, secs = match.groups()
+            seconds = int(hours) * 3600 + int(minutes) * 60 + float(secs)
+    if seconds is None or not (math.isfinite(seconds) and seconds > 0):
+        return None
+    # Stream time of timeline 0, as `read_clip` places the decoded audio.
+    offset_s = header["video_start_s"] + unrecorded_priming_s(
+        header["container"], header["audio_codec"], header["audio_sample_rate"])
+    first = _start_s(stream) - offset_s
+    return first, first + seconds
 
 
 def _start_s(stream: av.stream.Stream) -> float:
@@ -338,15 +377,18 @@ def _video_seconds(info: FileInfo, start_s: float, pre: Preprocessing,
 
 def _check_audio_coverage(info: FileInfo, start_s: float, covered_s: float, pre: Preprocessing,
                           policies: DataPolicies) -> None:
-    # Audio and video tracks rarely end on the same sample: up to one video frame is not "short".
-    if covered_s >= pre.clip_seconds - 1 / info.fps:
-        return
     where = (f"the decoded audio covers {covered_s:.2f} s of the clip from {start_s:.2f} s "
              f"(a shorter, delayed or damaged audio track)")
-    if policies.short == "skip":
+    if policies.short == "pad":
+        _check_fraction(covered_s, "audio", where, pre, policies, info.path)
+    elif covered_s < pre.clip_seconds - _audio_slack_s(info):
         raise ClipError("too_short", f"{where}; data.policies.short=skip skips clips that need "
                         "padding", info.path)
-    _check_fraction(covered_s, "audio", where, pre, policies, info.path)
+
+
+def _audio_slack_s(info: FileInfo) -> float:
+    """Audio a clip may miss and still count as whole: one video frame, at most 0.25 s."""
+    return min(1 / info.fps, _MAX_AUDIO_SLACK_S)
 
 
 def _check_fraction(have_s: float, what: str, where: str, pre: Preprocessing,

@@ -21,13 +21,12 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from datamodules.audio_features import log_mel_fbank, real_audio_frames
 from datamodules.collate import collate_clips
-from datamodules.decode import decode_clip, probe_file
+from datamodules.decode import clip_starts, decode_clip, probe_file
 from datamodules.epoch_plan import Window, batches_per_worker, epoch_rng, worker_windows
 from datamodules.errors import ClipError
 from datamodules.isolation import DecodeTimeout, DecoderCrashed, IsolatedDecoder
 from datamodules.policies import DataPolicies
 from datamodules.preprocessing import Preprocessing
-from datamodules.sampling import clip_window, sample_clip_starts
 from datamodules.sources import LocalVideo, Source, VideoRef
 from datamodules.video_transforms import normalize_video, resize_and_crop
 
@@ -221,8 +220,7 @@ def decode_video_clips(path: str, ref: VideoRef, pre: Preprocessing, policies: D
     """
     info = probe_file(path)
     rng = np.random.default_rng(seed)
-    window = clip_window(info.duration_s, ref.start_s, ref.end_s)
-    starts = sample_clip_starts(window, pre.clip_seconds, clips_per_video, sampling, rng, policies, ref.name)
+    starts = clip_starts(info, pre, policies, clips_per_video, sampling, rng, (ref.start_s, ref.end_s), ref.name)
     results: list[Any] = []
     for start_s in starts:
         generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
