@@ -46,7 +46,7 @@ def scan_files(paths: Sequence[str | Path], pre: Preprocessing, report: DataRepo
     """Probes each file and lists its clips (`file_clip_starts`).
 
     A file is usable when it has a video stream decord can open, and an audio stream and enough
-    video for a clip as ``policies`` require (`clip_starts`). Skips are added to ``report``;
+    seconds covered by both streams for a clip as ``policies`` require (`clip_starts`). Skips are added to ``report``;
     ``report.files_seen`` and ``report.clips`` are increased.
 
     Args:
