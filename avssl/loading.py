@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
@@ -69,8 +70,12 @@ class PretrainedBackbone(nn.Module):
         return self.encoder.encode_joint(audio, video)
 
     @torch.no_grad()
-    def embed_file(self, path: str | Path) -> dict[str, Tensor]:
+    def embed_file(self, path: str | bytes | os.PathLike) -> dict[str, Tensor]:
         """Embeds the clips of one video file exactly as in pretraining, averaged over its clips.
+
+        Args:
+            path: the video; a name that is not valid UTF-8 may be given as bytes or as the
+                str Python's file functions return for it (`os.fsdecode`).
 
         Returns:
             ``{"audio": [D], "video": [D], "joint": [D]}``.
@@ -81,6 +86,7 @@ class PretrainedBackbone(nn.Module):
         from datamodules.clips import load_clip
         from datamodules.scan import file_clip_starts
 
+        path = os.fsdecode(path)
         pre = replace(self.preprocessing, crop="center")  # evaluation: no random crops
         starts = file_clip_starts(path, pre)
         clips = [load_clip(path, start, pre) for start in starts]

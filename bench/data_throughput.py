@@ -37,10 +37,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.audio_features import log_mel_fbank
-from datamodules.decode import frame_indices, probe_file
+from datamodules.decode import clip_starts, frame_indices, probe_file
 from datamodules.policies import DataPolicies
 from datamodules.preprocessing import Preprocessing
-from datamodules.sampling import clip_window, sample_clip_starts
 from datamodules.sources import SourceConfig, open_source
 from datamodules.stream import ClipStream, StreamSettings
 
@@ -115,8 +114,7 @@ def clip_plans(paths: list[Path], pre: Preprocessing) -> list[tuple[str, list[in
     plans = []
     for path in paths:
         info = probe_file(path)
-        window = clip_window(info.duration_s, None, None)
-        (start,) = sample_clip_starts(window, pre.clip_seconds, 1, "uniform", np.random.default_rng(0), DataPolicies())
+        (start,) = clip_starts(info, pre)
         first = round(start * pre.sample_rate)
         plans.append((str(path), frame_indices(info, start, pre, DataPolicies()), first,
                       first + round(pre.clip_seconds * pre.sample_rate)))

@@ -79,7 +79,8 @@ def read_audio(path: str, start_s: float, seconds: float, sample_rate: int,
 
     Returns:
         ``waveform`` float32 ``[round(seconds * sample_rate)]``, zero where the file has no audio,
-        and how many seconds of the clip were decoded from the file.
+        and ``real`` bool of the same length: which samples were decoded from the file (False
+        where the waveform is zero padding: before a delayed track, after it ends, in a gap).
 
     Raises:
         av.FFmpegError: the audio data is corrupt.
@@ -96,9 +97,7 @@ def read_audio(path: str, start_s: float, seconds: float, sample_rate: int,
     if span is None or span.began_s > start_s:  # not sought, or the seek overshot (a poor index)
         span = _decode_span(path, start_s, seconds, offset_s, None)
     if span is None:  # the stream gave no audio at all
-        return np.zeros(length, np.float32), 0.0
-    clip_lo = round(start_s * span.rate) - span.first
-    covered_s = float(span.decoded[clip_lo:clip_lo + round(seconds * span.rate)].sum()) / span.rate
+        return np.zeros(length, np.float32), np.zeros(length, bool)
     waveform = torch.from_numpy(span.samples)  # (N,) at span.rate
     if span.rate != sample_rate:
         waveform = _resampler(span.rate, sample_rate)(waveform)
@@ -106,7 +105,12 @@ def read_audio(path: str, start_s: float, seconds: float, sample_rate: int,
     out = np.zeros(length, np.float32)  # (samples,)
     part = waveform[lo:lo + length].numpy()
     out[:len(part)] = part
-    return out, covered_s
+    # The native sample nearest to each output sample says whether it was decoded.
+    native = np.round((start_s + np.arange(length) / sample_rate) * span.rate).astype(np.int64) - span.first
+    inside = (native >= 0) & (native < len(span.decoded))
+    real = np.zeros(length, bool)  # (samples,)
+    real[inside] = span.decoded[native[inside]]
+    return out, real
 
 
 @functools.lru_cache(maxsize=8)

@@ -63,6 +63,28 @@ def log_mel_fbank(waveform: Tensor, pre: Preprocessing) -> Tensor:
     return ((fbank - pre.audio_mean) / pre.audio_std)[None]  # (1, audio_frames, mels)
 
 
+def real_audio_frames(audio_real: Tensor, pre: Preprocessing) -> Tensor:
+    """Which frames of `log_mel_fbank` are computed from real audio samples only.
+
+    A frame whose window holds a single padded sample (zeros before a delayed track, after a
+    short one, or the frames added to reach ``audio_frames``) is not real.
+
+    Args:
+        audio_real: bool ``[samples]``, which waveform samples came from the file (`DecodedClip`).
+        pre: sample rate, window, hop and frame count.
+
+    Returns:
+        bool ``[pre.audio_frames]``.
+    """
+    window = round(pre.frame_length_ms * pre.sample_rate / 1000)
+    shift = round(pre.frame_shift_ms * pre.sample_rate / 1000)
+    if audio_real.numel() < window:
+        return audio_real.new_zeros(pre.audio_frames, dtype=torch.bool)
+    frames = audio_real.unfold(0, window, shift).all(dim=1)  # (kaldi frames,) as snip_edges frames them
+    missing = pre.audio_frames - frames.shape[0]
+    return F.pad(frames, (0, missing)) if missing > 0 else frames[: pre.audio_frames]
+
+
 def log_mel_fbank_batch(waveforms: Tensor, pre: Preprocessing) -> Tensor:
     """`log_mel_fbank` of every waveform of a batch, on the batch's device (e.g. the GPU).
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
 import torch
 from torch import Tensor
@@ -14,7 +14,7 @@ from datamodules.preprocessing import Preprocessing
 from datamodules.video_transforms import frames_to_tensor
 
 
-def load_clip(path: str | Path, start_s: float, pre: Preprocessing,
+def load_clip(path: str | bytes | os.PathLike, start_s: float, pre: Preprocessing,
               policies: DataPolicies = DataPolicies(), generator: torch.Generator | None = None,
               info: FileInfo | None = None) -> dict[str, Tensor]:
     """Reads ``[start_s, start_s + clip_seconds)`` of a file and turns it into model inputs.

@@ -27,8 +27,9 @@ import logging
 import math
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import av
@@ -41,6 +42,7 @@ from datamodules.audio_decode import read_audio, unrecorded_priming_s
 from datamodules.errors import ClipError
 from datamodules.policies import DataPolicies
 from datamodules.preprocessing import Preprocessing
+from datamodules.sampling import ContentSpans, clip_window, sample_clip_starts
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,11 @@ _PYAV_NO_SEEK_CONTAINERS = ("mpeg",)
 
 _DECORD_ERRORS = (RuntimeError, decord.DECORDError, AssertionError)
 
+# Audio and video tracks rarely end on the same sample, so a clip may miss up to one video frame of
+# audio and still count as whole; never more than this, so the multi-second frames of a slide show
+# (or a bogus frame rate) cannot excuse missing audio.
+_MAX_AUDIO_SLACK_S = 0.25
+
 
 @dataclass
 class FileInfo:
@@ -82,6 +89,9 @@ class FileInfo:
         audio_codec: the audio codec, e.g. ``"aac"``; empty without audio.
         audio_sample_rate: native audio rate in Hz from the header; 0 without audio.
         audio_channels: audio channels from the header; 0 without audio.
+        audio_span_s: the seconds of the video timeline the audio track covers, from the header
+            (stream start and duration; Matroska's per-track DURATION tag); None without audio or
+            when the header does not tell (e.g. FLV).
     """
 
     path: str
@@ -96,15 +106,17 @@ class FileInfo:
     audio_codec: str = ""
     audio_sample_rate: int = 0
     audio_channels: int = 0
+    audio_span_s: tuple[float, float] | None = None
 
 
-def probe_file(path: str | Path) -> FileInfo:
+def probe_file(path: str | bytes | os.PathLike) -> FileInfo:
     """Reads a file's headers and checks that decord can open its video stream.
 
     Nothing is decoded except what decord reads to index the video, so probing is cheap.
 
     Args:
-        path: a video file.
+        path: a video file; a name that is not valid UTF-8 (bytes, or a str decoded with
+            `os.fsdecode`) works too.
 
     Returns:
         The file's streams, duration, frame rate, frame count and size.
@@ -113,34 +125,70 @@ def probe_file(path: str | Path) -> FileInfo:
         ClipError: ``empty_file``, ``unreadable`` or ``no_video``, never anything else for a bad
             file (garbage, text and truncated files included).
     """
-    return _probe(str(path))[0]
+    return _probe(os.fsdecode(path))[0]
 
 
-def clip_starts(info: FileInfo, pre: Preprocessing,
-                policies: DataPolicies = DataPolicies()) -> list[float]:
-    """Chooses the clips of a file: for now one, centred in the file.
+def clip_starts(info: FileInfo, pre: Preprocessing, policies: DataPolicies = DataPolicies(),
+                clips_per_video: int = 1, mode: str = "uniform", rng: np.random.Generator | None = None,
+                window: tuple[float | None, float | None] = (None, None), name: str = "") -> list[float]:
+    """Chooses the clips of a file where both its video and its audio have content.
 
     Args:
         info: the file, from `probe_file`.
         pre: gives ``clip_seconds``.
         policies: ``no_audio``, ``short`` and ``min_clip_fraction`` decide which files are kept.
+        clips_per_video: how many clips.
+        mode: ``uniform`` or ``random`` (see `sample_clip_starts`).
+        rng: draws ``random`` starts.
+        window: ``(start_s, end_s)`` of a manifest row (None: the file's start or end).
+        name: the file as errors name it (default: its path).
 
     Returns:
-        Start times in seconds: ``[max(0, (duration - clip_seconds) / 2)]``. A file shorter than a
-        clip gives one clip at 0 s (with ``short="pad"``), whose audio `read_clip` zero-pads.
+        Start times in seconds (see `sample_clip_starts`): by default one clip, centred in the
+        seconds both streams cover. A file shorter than a clip gives one clip (with
+        ``short="pad"``), which `read_clip` pads.
 
     Raises:
         ClipError: ``no_audio`` (no audio stream, ``no_audio="skip"``) or ``too_short``.
     """
     _check_audio_policy(info, policies)
-    start = max(0.0, (info.duration_s - pre.clip_seconds) / 2)
-    _video_seconds(info, start, pre, policies)
-    return [start]
+    spans = ContentSpans(window=clip_window(info.duration_s, *window), video=(0.0, info.duration_s),
+                         audio=info.audio_span_s, audio_slack_s=_audio_slack_s(info))
+    return sample_clip_starts(spans, pre.clip_seconds, clips_per_video, mode,
+                              rng or np.random.default_rng(0), policies, name or info.path)
 
 
-def read_clip(path: str | Path, start_s: float, pre: Preprocessing,
+@dataclass
+class DecodedClip:
+    """What `decode_clip` reads for one clip.
+
+    Attributes:
+        frames: uint8 ``[T, H, W, 3]`` RGB, T = ``pre.num_frames``, at the file's true size.
+        waveform: float32 ``[round(clip_seconds * sample_rate)]``, mono.
+        audio_real: bool, the shape of ``waveform``: which samples come from the file's audio
+            (False where the waveform is zero padding, or silence for a file without audio).
+    """
+
+    frames: Tensor
+    waveform: Tensor
+    audio_real: Tensor
+
+
+def read_clip(path: str | bytes | os.PathLike, start_s: float, pre: Preprocessing,
               policies: DataPolicies = DataPolicies(),
               info: FileInfo | None = None) -> tuple[Tensor, Tensor]:
+    """The frames and the waveform of ``[start_s, start_s + clip_seconds)`` (see `decode_clip`).
+
+    Returns:
+        ``frames``: uint8 ``[T, H, W, 3]`` RGB, T = ``pre.num_frames``, at the file's true size.
+        ``waveform``: float32 ``[round(clip_seconds * sample_rate)]``, mono.
+    """
+    clip = decode_clip(path, start_s, pre, policies, info)
+    return clip.frames, clip.waveform
+
+
+def decode_clip(path: str | bytes | os.PathLike, start_s: float, pre: Preprocessing,
+                policies: DataPolicies = DataPolicies(), info: FileInfo | None = None) -> DecodedClip:
     """Decodes the frames and the waveform of ``[start_s, start_s + clip_seconds)``.
 
     Frames: with ``pre.fps`` None, at the centres of ``num_frames`` equal parts of the clip; with
@@ -158,15 +206,14 @@ def read_clip(path: str | Path, start_s: float, pre: Preprocessing,
         info: the file's `probe_file` result, to skip reading the headers again.
 
     Returns:
-        ``frames``: uint8 ``[T, H, W, 3]`` RGB, T = ``pre.num_frames``, at the file's true size.
-        ``waveform``: float32 ``[round(clip_seconds * sample_rate)]``, mono.
+        The frames, the waveform and which of its samples are real audio.
 
     Raises:
         ClipError: ``empty_file``, ``unreadable``, ``no_video``, ``no_audio``, ``too_short`` or
             ``decode_failed``; never another exception for a bad file.
         ValueError: ``start_s < 0``, or ``num_frames / fps`` longer than ``clip_seconds``.
     """
-    path = str(path)
+    path = os.fsdecode(path)
     _check_frame_rate(pre)
     if start_s < 0:
         raise ValueError(f"start_s={start_s}: a clip cannot start before the video (0 s)")
@@ -178,16 +225,16 @@ def read_clip(path: str | Path, start_s: float, pre: Preprocessing,
     frames = _read_frames(info, indices, reader)
     length = round(pre.clip_seconds * pre.sample_rate)
     if not info.has_audio:  # no_audio="silence"
-        return frames, torch.zeros(length)
+        return DecodedClip(frames, torch.zeros(length), torch.zeros(length, dtype=torch.bool))
     offset_s = info.video_start_s + unrecorded_priming_s(info.container, info.audio_codec,
                                                          info.audio_sample_rate)
     try:
-        waveform, covered_s = read_audio(path, start_s, pre.clip_seconds, pre.sample_rate, offset_s)
+        waveform, real = read_audio(path, start_s, pre.clip_seconds, pre.sample_rate, offset_s)
     except (av.FFmpegError, ValueError) as err:  # ValueError: the stream's format changed
         raise ClipError("decode_failed", f"audio of the clip from {start_s:.2f} s: {_brief(err)}",
                         path) from err
-    _check_audio_coverage(info, start_s, covered_s, pre, policies)
-    return frames, torch.from_numpy(waveform)
+    _check_audio_coverage(info, start_s, float(real.sum()) / pre.sample_rate, pre, policies)
+    return DecodedClip(frames, torch.from_numpy(waveform), torch.from_numpy(real))
 
 
 # --- headers ---------------------------------------------------------------------------------
@@ -213,6 +260,7 @@ def _probe(path: str) -> tuple[FileInfo, decord.VideoReader]:
                 context = audio[0].codec_context
                 header.update(audio_codec=context.codec.canonical_name,
                               audio_sample_rate=context.sample_rate, audio_channels=context.channels)
+                header.update(audio_span_s=_audio_span_s(audio[0], header))
     except (av.FFmpegError, OSError) as err:
         raise ClipError("unreadable", f"the container cannot be opened: {_brief(err)}", path) from err
     reader = _open_decord(path)
@@ -220,6 +268,26 @@ def _probe(path: str) -> tuple[FileInfo, decord.VideoReader]:
     info = FileInfo(path=path, duration_s=num_frames / fps, fps=fps, num_frames=num_frames,
                     has_audio=bool(audio), **header)
     return info, reader
+
+
+def _audio_span_s(stream: av.stream.Stream, header: dict[str, Any]) -> tuple[float, float] | None:
+    """The seconds of the video timeline the audio track covers, as far as the header tells."""
+    seconds = None
+    if stream.duration and stream.time_base is not None:
+        seconds = float(stream.duration * stream.time_base)
+    else:  # Matroska/WebM keep a track's length in a tag, e.g. DURATION=00:00:03.064000000
+        tag = next((v for k, v in stream.metadata.items() if k.upper().startswith("DURATION")), "")
+        match = re.fullmatch(r"(\d+):(\d+):(\d+(?:\.\d*)?)", tag.strip())
+        if match:
+            hours, minutes, secs = match.groups()
+            seconds = int(hours) * 3600 + int(minutes) * 60 + float(secs)
+    if seconds is None or not (math.isfinite(seconds) and seconds > 0):
+        return None
+    # Stream time of timeline 0, as `read_clip` places the decoded audio.
+    offset_s = header["video_start_s"] + unrecorded_priming_s(
+        header["container"], header["audio_codec"], header["audio_sample_rate"])
+    first = _start_s(stream) - offset_s
+    return first, first + seconds
 
 
 def _start_s(stream: av.stream.Stream) -> float:
@@ -231,13 +299,41 @@ def _start_s(stream: av.stream.Stream) -> float:
 def _open_decord(path: str) -> decord.VideoReader:
     # One decoding thread: DataLoader workers are the parallelism; decord's default uses all cores.
     try:
-        reader = decord.VideoReader(path, num_threads=1)
+        with _decord_name(path) as name:
+            reader = decord.VideoReader(name, num_threads=1)
         fps = reader.get_avg_fps()
-    except _DECORD_ERRORS as err:
+    except (*_DECORD_ERRORS, OSError) as err:
         raise ClipError("unreadable", f"decord cannot open the video stream: {_brief(err)}", path) from err
     if not (math.isfinite(fps) and fps > 0):
         raise ClipError("unreadable", f"the video stream reports a frame rate of {fps}", path)
     return reader
+
+
+@contextmanager
+def _decord_name(path: str) -> Iterator[str]:
+    """A name decord can open for ``path``.
+
+    decord passes file names to FFmpeg as UTF-8 and raises UnicodeEncodeError for a name that is
+    not (Linux names are bytes; Python keeps the undecodable ones as surrogates, `os.fsdecode`),
+    and accepts neither bytes nor, without reading the whole file into memory, a file object.
+    Such a file is opened here and handed over as ``/proc/self/fd/N``: FFmpeg opens that link,
+    which gives it the same file under its own descriptor, so ours is closed once the reader exists.
+    """
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        pass
+    else:
+        yield path
+        return
+    if not os.path.isdir("/proc/self/fd"):
+        raise ClipError("unreadable", "the file name is not valid UTF-8 and this system has no "
+                        "/proc/self/fd to hand it to decord; rename the file", path)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        yield f"/proc/self/fd/{fd}"
+    finally:
+        os.close(fd)
 
 
 def _brief(err: BaseException) -> str:
@@ -281,15 +377,18 @@ def _video_seconds(info: FileInfo, start_s: float, pre: Preprocessing,
 
 def _check_audio_coverage(info: FileInfo, start_s: float, covered_s: float, pre: Preprocessing,
                           policies: DataPolicies) -> None:
-    # Audio and video tracks rarely end on the same sample: up to one video frame is not "short".
-    if covered_s >= pre.clip_seconds - 1 / info.fps:
-        return
     where = (f"the decoded audio covers {covered_s:.2f} s of the clip from {start_s:.2f} s "
              f"(a shorter, delayed or damaged audio track)")
-    if policies.short == "skip":
+    if policies.short == "pad":
+        _check_fraction(covered_s, "audio", where, pre, policies, info.path)
+    elif covered_s < pre.clip_seconds - _audio_slack_s(info):
         raise ClipError("too_short", f"{where}; data.policies.short=skip skips clips that need "
                         "padding", info.path)
-    _check_fraction(covered_s, "audio", where, pre, policies, info.path)
+
+
+def _audio_slack_s(info: FileInfo) -> float:
+    """Audio a clip may miss and still count as whole: one video frame, at most 0.25 s."""
+    return min(1 / info.fps, _MAX_AUDIO_SLACK_S)
 
 
 def _check_fraction(have_s: float, what: str, where: str, pre: Preprocessing,

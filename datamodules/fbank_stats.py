@@ -4,8 +4,9 @@ Recipes normalise log-mel features with published statistics (CAV-MAE's AudioSet
 default). For a collection that sounds different, compute the mean and standard deviation of the
 fbank values on your own clips (``python -m avssl.data stats``). The clips are cut and decoded
 exactly as pretraining would cut them (the recipe's clip length, sample rate, window, hop and mel
-bins), and only the fbank frames that come from real audio count: no padding, and files without
-audio are skipped, not counted as silence.
+bins), and only the fbank frames that come from real audio count: a frame whose window holds any
+zero padding (a file or audio track shorter than the clip, a delayed track) is left out (the
+batch's ``audio_mask``), and files without audio are skipped, not counted as silence.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from datamodules.stream import ClipStream, StreamSettings
 
 
 def real_fbank_frames(pre: Preprocessing) -> int:
-    """Fbank frames kaldi computes from one clip's samples (``snip_edges``: no padded frames)."""
+    """Fbank frames kaldi computes from one clip's samples (``snip_edges``: no frames past its end)."""
     samples = round(pre.clip_seconds * pre.sample_rate)
     window = round(pre.frame_length_ms * pre.sample_rate / 1000)
     shift = round(pre.frame_shift_ms * pre.sample_rate / 1000)
@@ -38,8 +39,9 @@ def fbank_stats(source: SourceConfig, settings: StreamSettings, progress: bool =
 
     Args:
         source: the videos.
-        settings: how clips are cut and decoded (the recipe's); normalisation, padding and the
-            no-audio policy are overridden so that only real audio counts.
+        settings: how clips are cut and decoded (the recipe's); normalisation, the frame count
+            and the no-audio policy are overridden, and padded frames are left out, so that only
+            real audio counts.
         progress: show a progress bar.
         path_key: the key or argument that set ``source.path``, named in errors.
 
@@ -60,7 +62,7 @@ def fbank_stats(source: SourceConfig, settings: StreamSettings, progress: bool =
     for batch in tqdm(loader, total=len(stream), desc="fbank stats", unit="batch", disable=not progress):
         report.add_batch(batch["meta"])
         if batch["audio"].numel():
-            values = batch["audio"].double()
+            values = batch["audio"][:, 0][batch["audio_mask"]].double()  # (real frames, mels)
             total += float(values.sum())
             total_sq += float(values.square().sum())
             count += values.numel()

@@ -115,5 +115,8 @@ class DataReport:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        # ensure_ascii: a name that is not valid UTF-8 is held as `os.fsdecode` gives it (each
+        # undecodable byte a lone surrogate); JSON writes it as a \udcXX escape, which json.load
+        # reads back, so os.fsencode(path) gives the file's bytes again (docs/data.md).
+        tmp.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=True) + "\n", encoding="ascii")
         os.replace(tmp, path)

@@ -6,6 +6,7 @@ recorded in the `DataReport` with their reason, or, in strict mode, stop the run
 
 from __future__ import annotations
 
+import os
 import logging
 from collections import Counter
 from collections.abc import Sequence
@@ -22,7 +23,7 @@ log = logging.getLogger(__name__)
 _PROGRESS_EVERY = 1000  # files between progress lines in the log
 
 
-def file_clip_starts(path: str | Path, pre: Preprocessing,
+def file_clip_starts(path: str | bytes | os.PathLike, pre: Preprocessing,
                      policies: DataPolicies = DataPolicies()) -> list[float]:
     """The clips of one file, checked as the scan checks them (headers only).
 
@@ -45,7 +46,7 @@ def scan_files(paths: Sequence[str | Path], pre: Preprocessing, report: DataRepo
     """Probes each file and lists its clips (`file_clip_starts`).
 
     A file is usable when it has a video stream decord can open, and an audio stream and enough
-    video for a clip as ``policies`` require (`clip_starts`). Skips are added to ``report``;
+    seconds covered by both streams for a clip as ``policies`` require (`clip_starts`). Skips are added to ``report``;
     ``report.files_seen`` and ``report.clips`` are increased.
 
     Args:

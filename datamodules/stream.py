@@ -19,15 +19,14 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from datamodules.audio_features import log_mel_fbank
+from datamodules.audio_features import log_mel_fbank, real_audio_frames
 from datamodules.collate import collate_clips
-from datamodules.decode import probe_file, read_clip
+from datamodules.decode import clip_starts, decode_clip, probe_file
 from datamodules.epoch_plan import Window, batches_per_worker, epoch_rng, worker_windows
 from datamodules.errors import ClipError
 from datamodules.isolation import DecodeTimeout, DecoderCrashed, IsolatedDecoder
 from datamodules.policies import DataPolicies
 from datamodules.preprocessing import Preprocessing
-from datamodules.sampling import clip_window, sample_clip_starts
 from datamodules.sources import LocalVideo, Source, VideoRef
 from datamodules.video_transforms import normalize_video, resize_and_crop
 
@@ -168,10 +167,12 @@ class ClipStream(IterableDataset):
             if isinstance(result, ClipError):
                 items.append({"skipped": {"path": name, "reason": result.reason, "detail": result.detail}})
             else:
-                start_s, video_array, audio_array = result
+                start_s, video_array, audio_array, audio_mask = result
                 audio_key = "audio" if s.audio_features_on == "worker" else "waveform"
                 items.append({"video": normalize_video(torch.from_numpy(video_array), s.preprocessing),
-                              audio_key: torch.from_numpy(audio_array), "meta": {"path": name, "start_s": start_s}})
+                              audio_key: torch.from_numpy(audio_array),
+                              "audio_mask": torch.from_numpy(audio_mask),
+                              "meta": {"path": name, "start_s": start_s}})
         items[0]["video_seen"] = name
         return items
 
@@ -208,9 +209,10 @@ def decode_video_clips(path: str, ref: VideoRef, pre: Preprocessing, policies: D
     """Decodes the clips of one video (runs in the isolated decoder process).
 
     Returns:
-        Per clip, ``(start_s, video uint8 [3, T, S, S], audio)`` as NumPy arrays (video resized
-        and cropped, not yet normalised: 4x less to send), with audio the
-        fbank float32 ``[1, F, M]``, or without ``audio_features`` the waveform ``[samples]``;
+        Per clip, ``(start_s, video uint8 [3, T, S, S], audio, audio_mask bool [F])`` as NumPy
+        arrays (video resized and cropped, not yet normalised: 4x less to send), with audio the
+        fbank float32 ``[1, F, M]``, or without ``audio_features`` the waveform ``[samples]``,
+        and ``audio_mask`` the fbank frames computed from real audio (`real_audio_frames`);
         or the `ClipError` of that clip.
 
     Raises:
@@ -218,16 +220,16 @@ def decode_video_clips(path: str, ref: VideoRef, pre: Preprocessing, policies: D
     """
     info = probe_file(path)
     rng = np.random.default_rng(seed)
-    window = clip_window(info.duration_s, ref.start_s, ref.end_s)
-    starts = sample_clip_starts(window, pre.clip_seconds, clips_per_video, sampling, rng, policies, ref.name)
+    starts = clip_starts(info, pre, policies, clips_per_video, sampling, rng, (ref.start_s, ref.end_s), ref.name)
     results: list[Any] = []
     for start_s in starts:
         generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
         try:
-            frames, waveform = read_clip(path, start_s, pre, policies, info=info)
+            clip = decode_clip(path, start_s, pre, policies, info=info)
         except ClipError as err:
             results.append(ClipError(err.reason, err.detail, ref.name))
             continue
-        audio = log_mel_fbank(waveform, pre) if audio_features else waveform
-        results.append((start_s, resize_and_crop(frames, pre, generator).numpy(), audio.numpy()))
+        audio = log_mel_fbank(clip.waveform, pre) if audio_features else clip.waveform
+        results.append((start_s, resize_and_crop(clip.frames, pre, generator).numpy(), audio.numpy(),
+                        real_audio_frames(clip.audio_real, pre).numpy()))
     return results

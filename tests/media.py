@@ -19,6 +19,7 @@ between the decoded audio and video.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -100,7 +101,8 @@ def write_flash_clip(path: Path, seconds: float = 2.0, fps: float = 8, width: in
     Args:
         path: output file; its suffix picks the container (``.ts`` is MPEG-TS).
         seconds: length of each stream.
-        fps: frame rate.
+        fps: frame rate; below 1 it may be a `Fraction` (e.g. ``Fraction(1, 2000)``: one frame
+            every 2000 s, a slide show).
         width: frame width (odd sizes need a codec and pixel format that allow them, e.g.
             libx264 with yuv444p, mpeg4, vp9).
         height: frame height.
@@ -121,6 +123,7 @@ def write_flash_clip(path: Path, seconds: float = 2.0, fps: float = 8, width: in
         ``path``.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
+    rate, fps = Fraction(fps).limit_denominator(100_000), float(fps)
     flash = round(flash_at_s * fps)
     frames = round(seconds * fps)
     channels = av.AudioLayout(layout).nb_channels
@@ -133,7 +136,7 @@ def write_flash_clip(path: Path, seconds: float = 2.0, fps: float = 8, width: in
     with av.open(str(path), "w") as container:
         video = sound = None
         if with_video:
-            video = container.add_stream(video_codec, rate=fps)
+            video = container.add_stream(video_codec, rate=rate)
             video.width, video.height, video.pix_fmt = width, height, pix_fmt
             video.gop_size = gop_size
         if with_audio:

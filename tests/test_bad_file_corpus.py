@@ -66,9 +66,10 @@ CASES = [  # (file, policies, a skip reason or the shapes of frames and waveform
     ("short_0.2s.mp4", PAD, "too_short"),
     ("short_0.2s.mp4", DataPolicies(min_clip_fraction=0.2), ((4, 32, 32, 3), WAVE)),
     ("short_0.2s.mp4", SKIP, "too_short"),
-    ("short_audio_1.2s.mp4", PAD, ((4, 32, 32, 3), WAVE)),  # the clip 0.5-1.5 s has 0.7 s of audio
-    ("short_audio_1.2s.mp4", SKIP, "too_short"),
+    ("short_audio_1.2s.mp4", PAD, ((4, 32, 32, 3), WAVE)),  # the clip 0.1-1.1 s lies in the audio
+    ("short_audio_1.2s.mp4", SKIP, ((4, 32, 32, 3), WAVE)),  # so it needs no padding
     ("short_audio_0.3s.mp4", PAD, "too_short"),
+    ("short_audio_0.3s.mp4", SKIP, "too_short"),
     ("60fps.mp4", PAD, ((4, 32, 32, 3), WAVE)),
     ("12fps.mp4", PAD, ((4, 32, 32, 3), WAVE)),
     ("odd_33x25.mp4", PAD, ((4, 25, 33, 3), WAVE)),

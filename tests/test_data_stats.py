@@ -64,3 +64,21 @@ def test_fbank_on_the_device_equals_fbank_in_the_workers(videos: Path) -> None:
         batches[where] = module.on_after_batch_transfer(batch, 0)
     assert batches["device"]["audio"].shape == (2, 1, 64, 32)
     torch.testing.assert_close(batches["device"]["audio"], batches["worker"]["audio"])
+
+
+def test_padding_is_not_counted_in_clips_shorter_than_the_recipe_clip(tmp_path: Path) -> None:
+    # 1.5 s files: a 1.5 s clip is all real audio; a 2.5 s clip is that audio plus 1 s of padding.
+    media.write_av_clip(tmp_path / "low.mp4", seconds=1.5, tone_hz=220)
+    media.write_av_clip(tmp_path / "high.mkv", seconds=1.5, tone_hz=1800)
+    results = {}
+    for clip_seconds in (1.5, 2.5):
+        out = tmp_path / f"stats-{clip_seconds}.json"
+        overrides = [*OVERRIDES, f"data.preprocessing.clip_seconds={clip_seconds}"]
+        assert data_main(["stats", str(tmp_path), *overrides, "--out", str(out), "--no-progress"]) == 0
+        results[clip_seconds] = json.loads(out.read_text())
+    unpadded, padded = results[1.5], results[2.5]
+    assert padded["clips"] == unpadded["clips"] == 2
+    # The longer clip also holds the AAC decoder's last few ms past 1.5 s (real decoded audio).
+    assert 0 <= padded["fbank_frames"] - unpadded["fbank_frames"] <= 2 * 8
+    assert padded["audio_mean"] == pytest.approx(unpadded["audio_mean"], abs=0.2)  # padding: -1.3
+    assert padded["audio_std"] == pytest.approx(unpadded["audio_std"], abs=0.2)

@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"use: data.preprocessing.audio_mean={result['audio_mean']:.4f} "
           f"data.preprocessing.audio_std={result['audio_std']:.4f}")
     if args.out:
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        args.out.write_text(json.dumps(result, indent=2, ensure_ascii=True) + "\n", encoding="ascii")  # as data_report.json
     return 0
 
 
