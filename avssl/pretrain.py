@@ -21,6 +21,7 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from avssl.atomic_files import remove_partial_files
 from avssl.backbones.spec import BackboneSpec
@@ -34,7 +35,7 @@ from avssl.loading import load_backbone
 from avssl.module import AVPretrainModule
 from avssl.pretrain_cli import option_output, split_options
 from avssl.resume import check_resume_checkpoint
-from avssl.run_dir import choose_run_directory
+from avssl.run_dir import RunDirectory, choose_run_directory
 from datamodules.demo import ensure_demo_clips
 from datamodules.errors import ClipError, DataPathError, DataSourceError, NoUsableClipsError
 from datamodules.labeled import LabeledClipDataModule
@@ -112,6 +113,36 @@ def _init_backbone(module: AVPretrainModule, export: str) -> None:
     log.info("backbone initialised from %s", export)
 
 
+def _trainer(config: PretrainConfig, run_dir: RunDirectory, callbacks: list[pl.Callback]) -> pl.Trainer:
+    """Lightning's Trainer for the ``trainer`` section; a setting Lightning refuses is a `ConfigError`."""
+    t = config.trainer
+    try:
+        return pl.Trainer(
+            default_root_dir=run_dir.path,
+            logger=TensorBoardLogger(save_dir=run_dir.path, name="tensorboard", version=""),
+            callbacks=callbacks + progress_callbacks(t.enable_progress_bar),
+            plugins=[AtomicCheckpointIO()],
+            max_epochs=t.max_epochs,
+            max_steps=t.max_steps,
+            accelerator=t.accelerator,
+            devices=t.devices,
+            strategy=t.strategy,
+            num_nodes=t.num_nodes,
+            precision=t.precision,
+            gradient_clip_val=t.gradient_clip_val,
+            accumulate_grad_batches=t.accumulate_grad_batches,
+            limit_train_batches=t.limit_train_batches,
+            fast_dev_run=t.fast_dev_run,
+            deterministic=t.deterministic,
+            log_every_n_steps=t.log_every_n_steps,
+            enable_progress_bar=t.enable_progress_bar,
+            enable_model_summary=False,
+        )
+    except (MisconfigurationException, ValueError, RuntimeError) as err:  # e.g. an unknown trainer.strategy
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ConfigError(f"trainer: Lightning refused these settings: {reason} Fix the trainer.* key it names.") from None
+
+
 def run(config: PretrainConfig) -> RunResult:
     """Pretrains as `config` says and exports the backbone.
 
@@ -164,28 +195,7 @@ def run(config: PretrainConfig) -> RunResult:
         )
         callbacks.append(probe_callback)
 
-    t = config.trainer
-    trainer = pl.Trainer(
-        default_root_dir=run_dir.path,
-        logger=TensorBoardLogger(save_dir=run_dir.path, name="tensorboard", version=""),
-        callbacks=callbacks + progress_callbacks(t.enable_progress_bar),
-        plugins=[AtomicCheckpointIO()],
-        max_epochs=t.max_epochs,
-        max_steps=t.max_steps,
-        accelerator=t.accelerator,
-        devices=t.devices,
-        strategy=t.strategy,
-        num_nodes=t.num_nodes,
-        precision=t.precision,
-        gradient_clip_val=t.gradient_clip_val,
-        accumulate_grad_batches=t.accumulate_grad_batches,
-        limit_train_batches=t.limit_train_batches,
-        fast_dev_run=t.fast_dev_run,
-        deterministic=t.deterministic,
-        log_every_n_steps=t.log_every_n_steps,
-        enable_progress_bar=t.enable_progress_bar,
-        enable_model_summary=False,
-    )
+    trainer = _trainer(config, run_dir, callbacks)
     if config.run.resume is not None:
         check_resume_checkpoint(config.run.resume, module, datamodule, trainer.world_size)
     if not run_dir.launched_rank:

@@ -168,3 +168,10 @@ def test_ddp_makes_one_run_directory_and_one_summary(common, tmp_path):
     assert len(runs) == 1
     assert done.stdout.count("run directory") == 1
     assert (runs[0] / "checkpoints" / "last.ckpt").is_file() and (runs[0] / "export" / "model.safetensors").is_file()
+
+
+def test_a_trainer_setting_lightning_refuses_is_one_line_and_leaves_no_run_directory(common, tmp_path, capsys):
+    assert pretrain_main([*common, f"run.dir={tmp_path / 'run'}", "trainer.strategy=bogus"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "strategy" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
