@@ -52,7 +52,8 @@ class DataReportCallback(pl.Callback):
             raise NoUsableClipsError(self.source, combined.files_seen, combined.counts_by_reason(), [],
                                      key=self.key, extensions_key="data.source.extensions")
         if trainer.is_global_zero:
-            log.info("data after epoch %d: %s (details in %s)", trainer.current_epoch, combined.summary(), self.path)
+            log.info("data after epoch %d/%d: %s (details in %s)", trainer.current_epoch + 1, trainer.max_epochs,
+                     combined.summary(), self.path)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._write(trainer)
