@@ -21,6 +21,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from avssl.backbones.block import ATTENTION_KERNELS
 from avssl.backbones.cnn import AUDIO_TOWERS, VIDEO_TOWERS
+from avssl.backbones.masking import MaskSpec
 from avssl.backbones.registry import ENCODER_KINDS
 from avssl.backbones.sizes import BACKBONE_SIZES
 from avssl.backbones.spec import BackboneSpec
@@ -156,11 +157,20 @@ class BackboneConfig:
 
 
 @dataclass
-class MaskingConfig:
-    """Fraction of tokens dropped before the encoder, per modality (CAV-MAE: 0.75 for both)."""
+class PassConfig:
+    """One encoder pass per training step: how each modality's tokens are masked (docs/objectives.md, "Passes").
 
-    audio_ratio: float = field(default=0.75, metadata=in_range(0.0, 1.0, include_high=False))
-    video_ratio: float = field(default=0.75, metadata=in_range(0.0, 1.0, include_high=False))
+    Objectives read passes by name (their ``pass_name``); each pass that an objective reads runs
+    once per step, every other one not at all.
+    """
+
+    audio: MaskSpec = field(default_factory=MaskSpec)
+    video: MaskSpec = field(default_factory=MaskSpec)
+
+
+def _default_passes() -> dict[str, PassConfig]:
+    # "masked" is CAV-MAE's (75% random masking of each modality; masked_reconstruction reads it)
+    return {"unmasked": PassConfig(), "masked": PassConfig(MaskSpec("random", 0.75), MaskSpec("random", 0.75))}
 
 
 @dataclass
@@ -239,7 +249,9 @@ class PretrainConfig:
     run: RunConfig = field(default_factory=RunConfig)
     data: DataConfig = field(default_factory=DataConfig)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
-    masking: MaskingConfig = field(default_factory=MaskingConfig)
+    passes: dict[str, PassConfig] = field(default_factory=_default_passes, metadata={
+        "doc": "Encoder passes by name, each with its masking: passes.NAME.audio/video.strategy and .ratio; "
+               "objectives read them by name: objectives.NAME.pass_name (docs/objectives.md)."})
     # registry name -> {"weight": float, **the objective's keyword arguments}
     objectives: dict[str, Any] = field(default_factory=dict, metadata={
         "doc": "The weighted losses: objectives.NAME.weight and the objective's arguments (docs/objectives.md)."})
@@ -317,6 +329,10 @@ def _check_constraints(node: Any, path: str) -> None:
                 raise ConfigError(f"{key}={value}: {problem}; set it in the recipe or override it ({key}=...).")
         if is_dataclass(value):
             _check_constraints(value, key)
+        elif isinstance(value, dict):
+            for name, item in value.items():
+                if is_dataclass(item):
+                    _check_constraints(item, f"{key}.{name}")
 
 
 def _check_data(data: DataConfig) -> None:
@@ -330,26 +346,15 @@ def _check_data(data: DataConfig) -> None:
                           "(data.root=DIR is the shorthand for a folder source).")
 
 
-def _check_cnn(config: PretrainConfig) -> None:
-    """CNN towers see whole inputs: no token masking, no masked reconstruction."""
-    if config.backbone.kind != "cnn":
-        return
-    masking = config.masking
-    if masking.audio_ratio or masking.video_ratio:
-        raise ConfigError(f"backbone.kind=cnn with masking.audio_ratio={masking.audio_ratio}, masking.video_ratio="
-                          f"{masking.video_ratio}: CNN towers do not drop tokens; set both to 0.")
-    if "masked_reconstruction" in config.objectives and config.objectives["masked_reconstruction"].get("weight", 1.0):
-        raise ConfigError("backbone.kind=cnn with objectives.masked_reconstruction: masked reconstruction needs a "
-                          "transformer backbone; remove it or set its weight to 0.")
-
-
-def _check_objectives(objectives: dict[str, Any]) -> None:
+def _check_objectives(config: PretrainConfig) -> None:
     from avssl.objectives import check_objective_config
+    from avssl.objectives.contract import check_objectives_fit
 
-    if not objectives:
+    if not config.objectives:
         raise ConfigError("objectives: the recipe lists no objective; add at least one (e.g. objectives.av_infonce.weight=1.0).")
-    for name, params in objectives.items():
+    for name, params in config.objectives.items():
         check_objective_config(name, params)
+    check_objectives_fit(config)
 
 
 def _yaml_problem(err: yaml.YAMLError) -> str:
@@ -415,8 +420,7 @@ def load_config(args: list[str]) -> PretrainConfig:
         raise _explain_omegaconf_error(err, "the merged config") from None
     _check_constraints(config, "")
     _check_data(config.data)
-    _check_cnn(config)
-    _check_objectives(config.objectives)
+    _check_objectives(config)
     config.backbone.resolve(config.data.preprocessing)
     return config
 
@@ -426,6 +430,18 @@ def to_yaml(config: Any) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(config))
 
 
+def _from_single_pass(data: dict[str, Any]) -> dict[str, Any]:
+    """A config stored before named passes: its ``masking`` ratios were those of the one pass every
+    objective read, which becomes the ``masked`` pass those objectives read."""
+    data = dict(data)
+    masking = data.pop("masking")
+    data["passes"] = {"masked": {m: {"strategy": "random", "ratio": masking.get(f"{m}_ratio", 0.75)} for m in ("audio", "video")}}
+    data["objectives"] = {name: {"pass_name": "masked", **params} for name, params in data.get("objectives", {}).items()}
+    return data
+
+
 def from_dict(data: dict[str, Any]) -> PretrainConfig:
-    """Rebuilds a `PretrainConfig` from its plain-dict form (as stored in checkpoints)."""
+    """Rebuilds a `PretrainConfig` from its plain-dict form (as stored in checkpoints, also by older avssl)."""
+    if "masking" in data:
+        data = _from_single_pass(data)
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(PretrainConfig), data))  # type: ignore[return-value]

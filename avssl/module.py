@@ -1,8 +1,8 @@
 """The pretraining LightningModule: a backbone, a weighted list of objectives and an optimizer.
 
 It owns no data, probes or model zoo (those are the datamodule's and the callbacks'): each step
-masks and encodes the batch once, lets every objective read the output, and sums the weighted loss
-terms. Each term is logged as ``train/<objective>/<term>``, the total as ``train/loss``; each
+runs every encoder pass that some objective reads (the recipe's ``passes``: each with its own
+masking) once, lets every objective read the passes by name, and sums the weighted loss terms. Each term is logged as ``train/<objective>/<term>``, the total as ``train/loss``; each
 objective's health scalars and chance values as ``health/<objective>/<name>``. The step also returns
 ``{"chance": {"<objective>/<term>": (value, chance)}}`` for `avssl.callbacks.ChanceMonitor`.
 """
@@ -45,6 +45,8 @@ class AVPretrainModule(pl.LightningModule):
             if not dict(params).get("weight", DEFAULT_WEIGHT):
                 continue  # turned off: not built at all (it may need parts this backbone lacks)
             self.objectives[name], self.weights[name] = build_objective(name, dict(params), self.backbone)
+        # each pass some objective reads runs once per step (avssl.objectives.Objective)
+        self.passes_read = {p for objective in self.objectives.values() for p in objective.pass_names}
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any] | Tensor | None:
         batch_size = batch["video"].shape[0]
@@ -54,13 +56,14 @@ class AVPretrainModule(pl.LightningModule):
             if self.trainer.world_size > 1:
                 return sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
             return None
-        out = self.backbone.forward_features(
-            batch["audio"], batch["video"], self.config.masking.audio_ratio, self.config.masking.video_ratio
-        )
+        passes = {
+            name: self.backbone.forward_features(batch["audio"], batch["video"], spec.audio, spec.video)
+            for name, spec in self.config.passes.items() if name in self.passes_read
+        }
         total = torch.zeros((), device=self.device)
         at_chance: dict[str, tuple[float, float]] = {}
         for name, objective in self.objectives.items():
-            result = objective(out, batch)
+            result = objective(passes, batch)
             for term, value in result.losses.items():
                 self.log(f"train/{name}/{term}", value, batch_size=batch_size)
             for metric, value in result.health.items():

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from avssl.backbones.masking import MaskSpec
 from avssl.backbones import create_backbone
 
 
@@ -46,7 +47,8 @@ def _rss_mb() -> float:
 
 def _step(model: torch.nn.Module, audio: torch.Tensor, video: torch.Tensor, mask_ratio: float, autocast) -> None:
     with autocast:
-        out = model.forward_features(audio, video, mask_ratio, mask_ratio)
+        mask = MaskSpec(ratio=mask_ratio)
+        out = model.forward_features(audio, video, mask, mask)
     out["joint_tokens"].float().sum().backward()
     model.zero_grad(set_to_none=True)
 

@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from avssl.backbones.masking import MaskSpec
 from avssl.backbones import AudioVisualEncoder, BackboneSpec, MAEDecoder
 from avssl.backbones.masking import drop_tokens
 
@@ -22,7 +23,7 @@ def test_token_counts_and_output_shapes_with_masking():
     assert enc.audio_tokenizer.num_tokens == (32 // 16) * (64 // 16) == 8
     assert enc.video_tokenizer.num_tokens == (4 // 2) * 2 * 2 == 8
     audio, video = inputs()
-    out = enc.forward_features(audio, video, mask_ratio_audio=0.75, mask_ratio_video=0.5)
+    out = enc.forward_features(audio, video, MaskSpec(ratio=0.75), MaskSpec(ratio=0.5))
     assert out["audio_tokens"].shape == (3, 2, 32)
     assert out["video_tokens"].shape == (3, 4, 32)
     assert out["joint_tokens"].shape == (3, 6, 32)
@@ -96,7 +97,7 @@ def test_decoder_predicts_every_patch_and_every_parameter_gets_a_gradient():
     enc = AudioVisualEncoder(SPEC)
     dec = MAEDecoder(32, enc.audio_tokenizer, enc.video_tokenizer, decoder_dim=16, depth=1, num_heads=2)
     audio, video = inputs()
-    out = enc.forward_features(audio, video, 0.5, 0.5)
+    out = enc.forward_features(audio, video, MaskSpec(ratio=0.5), MaskSpec(ratio=0.5))
     pred_a, pred_v = dec(out["joint_tokens"], out["audio_idx_keep"], out["video_idx_keep"])
     assert pred_a.shape == (3, 8, 256) and pred_v.shape == (3, 8, 2 * 16 * 16 * 3)
     loss = pred_a.pow(2).mean() + pred_v.pow(2).mean() + out["audio_embedding"].sum() + out["video_embedding"].sum()

@@ -5,6 +5,7 @@ import dataclasses
 import pytest
 import torch
 
+from avssl.backbones.masking import MaskSpec
 from avssl.backbones.cnn import AUDIO_TOWERS, VIDEO_TOWERS, CNNAudioVisualEncoder
 from avssl.backbones.spec import BackboneSpec
 
@@ -80,7 +81,7 @@ def test_spec_and_state_dict_round_trip(encoder):
 def test_masking_is_rejected(ratios):
     enc = CNNAudioVisualEncoder(cnn_spec(audio_tower="l3_vgg"))
     with pytest.raises(ValueError, match="CNN towers do not drop tokens"):
-        enc.forward_features(*inputs(1), *ratios)
+        enc.forward_features(*inputs(1), *(MaskSpec(ratio=r) for r in ratios))
 
 
 def test_bad_spec_and_inputs_raise_readable_errors():

@@ -9,6 +9,7 @@ import torch
 import yaml
 
 import avssl
+from avssl.backbones.masking import MaskSpec
 from avssl.backbones import (
     BACKBONE_PRESETS,
     AudioVisualEncoder,
@@ -64,7 +65,7 @@ def test_shapes_masking_and_gradients(kind, options):
     enc = build_encoder(spec).eval()  # eval: drop-path must not drop a whole branch of the gradient check
     assert type(enc) is {"cav_mae": AudioVisualEncoder, "shared": SharedEncoder, "bottleneck": BottleneckFusionEncoder}[kind]
     audio, video = _inputs(spec)
-    out = enc.forward_features(audio, video, mask_ratio_audio=0.5, mask_ratio_video=0.75)
+    out = enc.forward_features(audio, video, MaskSpec(ratio=0.5), MaskSpec(ratio=0.75))
     ka, kv = round(NA * 0.5), round(NV * 0.25)
     assert out["audio_tokens"].shape == (2, ka, 32)
     assert out["video_tokens"].shape == (2, kv, 32)
@@ -257,7 +258,7 @@ def test_tiny_presets_run(name):
     enc = create_backbone(name, audio_frames=64, num_frames=4, frame_size=32)
     s = enc.spec
     audio, video = _inputs(s)
-    out = enc.forward_features(audio, video, 0.5, 0.5)
+    out = enc.forward_features(audio, video, MaskSpec(ratio=0.5), MaskSpec(ratio=0.5))
     assert torch.isfinite(out["joint_embedding"]).all()
 
 

@@ -15,8 +15,8 @@ def test_shipped_recipes_load_and_resolve():
     cav = load_config(["recipe=cav_mae"])
     resolved = spec.resolve(cav.data.preprocessing)
     assert (resolved.embed_dim, resolved.modality_specific_depth, resolved.shared_depth) == (768, 11, 1)
-    assert cav.objectives["av_infonce"] == {"weight": 0.01, "temperature": 0.05}
-    assert cav.masking.audio_ratio == cav.masking.video_ratio == 0.75
+    assert cav.objectives["av_infonce"] == {"weight": 0.01, "temperature": 0.05, "pass_name": "masked"}
+    assert cav.passes["masked"].audio.ratio == cav.passes["masked"].video.ratio == 0.75
 
 
 def test_overrides_apply_on_top_of_the_recipe(tmp_path):
@@ -41,7 +41,8 @@ def test_recipe_from_a_path(tmp_path):
         (["data.rot=/x"], r"data.rot: unknown key.*Did you mean 'root'"),
         (["optim.lrr=1"], r"optim.lrr: unknown key.*Did you mean 'lr'"),
         (["data.batch_size=many"], r"data.batch_size"),
-        (["masking.audio_ratio=1.5"], r"masking.audio_ratio=1.5: must be in \[0.0, 1.0\)"),
+        (["passes.masked.audio.ratio=1.5"], r"passes.masked.audio.ratio=1.5: must be in \[0.0, 1.0\)"),
+        (["passes.masked.video.strategy=blocks"], r"passes.masked.video.strategy=blocks: must be one of"),
         (["optim.lr=-0.1"], r"optim.lr=-0.1: must be > 0"),
         (["backbone.size=huge"], r"backbone.size=huge: must be one of \['tiny', 'small', 'base', 'large'\]"),
         (["recipe=cav_mea"], r"recipe=cav_mea: unknown recipe. Did you mean 'cav_mae'"),
@@ -59,11 +60,11 @@ def test_bad_values_stop_with_one_message_naming_the_key(args, message):
 
 def test_cli_reports_a_config_error_without_a_traceback(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "avssl.pretrain", "masking.video_ratio=1.5", f"run.dir={tmp_path / 'run'}"],
+        [sys.executable, "-m", "avssl.pretrain", "passes.masked.video.ratio=1.5", f"run.dir={tmp_path / 'run'}"],
         capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 2
-    assert "masking.video_ratio=1.5: must be in [0.0, 1.0)" in proc.stderr
+    assert "passes.masked.video.ratio=1.5: must be in [0.0, 1.0)" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "run").exists()
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from avssl.backbones.masking import MaskSpec
 from avssl.backbones import AudioVisualEncoder, BackboneSpec
 from avssl.config import ConfigError
 from avssl.objectives import OBJECTIVES, build_objective, register_objective
@@ -16,6 +17,8 @@ SPEC = BackboneSpec(
     embed_dim=32, num_heads=4, modality_specific_depth=1, shared_depth=1,
     audio_frames=32, num_mel_bins=32, num_frames=2, frame_size=32, video_patch=[2, 16, 16],
 )
+
+HALF = MaskSpec(ratio=0.5)
 
 
 def naive_nt_xent(a, v, t):
@@ -36,14 +39,14 @@ def test_infonce_matches_naive_reference_and_is_symmetric(batch, dim, temperatur
     torch.manual_seed(batch)
     a, v = torch.randn(batch, dim), torch.randn(batch, dim)
     loss = AVInfoNCE(temperature=temperature, gather_distributed=False, projection_dim=0)
-    result = loss({"audio_embedding": a, "video_embedding": v}, {})
+    result = loss({"unmasked": {"audio_embedding": a, "video_embedding": v}}, {})
     value = result.losses["infonce"]
     torch.testing.assert_close(value, naive_nt_xent(a, v, temperature))
-    swapped = loss({"audio_embedding": v, "video_embedding": a}, {}).losses["infonce"]
+    swapped = loss({"unmasked": {"audio_embedding": v, "video_embedding": a}}, {}).losses["infonce"]
     torch.testing.assert_close(value, swapped)
     assert result.chance["infonce"] == pytest.approx(math.log(2 * batch - 1))
     # equal embeddings for every clip: every candidate is as likely as the positive
-    same = loss({"audio_embedding": a[:1].expand(batch, dim), "video_embedding": a[:1].expand(batch, dim)}, {})
+    same = loss({"unmasked": {"audio_embedding": a[:1].expand(batch, dim), "video_embedding": a[:1].expand(batch, dim)}}, {})
     assert same.losses["infonce"].item() == pytest.approx(same.chance["infonce"], rel=1e-5)
 
 
@@ -84,8 +87,9 @@ def test_masked_reconstruction_and_infonce_drop_in_a_few_steps():
 
     def losses():
         torch.manual_seed(1)  # same masks every step
-        out = encoder.forward_features(batch["audio"], batch["video"], 0.5, 0.5)
-        return {**mae(out, batch).losses, **nce(out, batch).losses}
+        out = encoder.forward_features(batch["audio"], batch["video"], HALF, HALF)
+        passes = {"masked": out, "unmasked": out}  # both objectives read the one masked pass here
+        return {**mae(passes, batch).losses, **nce(passes, batch).losses}
 
     first = {k: v.item() for k, v in losses().items()}
     for _ in range(25):
@@ -104,7 +108,7 @@ def test_masked_reconstruction_chance_is_the_cost_of_predicting_zero():
     torch.nn.init.zeros_(mae.decoder.audio_head.weight)
     torch.nn.init.zeros_(mae.decoder.audio_head.bias)
     batch = {"audio": torch.randn(3, 1, 32, 32), "video": torch.randn(3, 3, 2, 32, 32)}
-    result = mae(encoder.forward_features(batch["audio"], batch["video"], 0.5, 0.5), batch)
+    result = mae({"masked": encoder.forward_features(batch["audio"], batch["video"], HALF, HALF)}, batch)
     assert result.chance["audio"] == pytest.approx(255 / 256)  # 16 x 16 patches
     assert result.losses["audio"].item() == pytest.approx(result.chance["audio"], rel=1e-4)
 
@@ -113,9 +117,9 @@ def test_masked_reconstruction_without_masking_says_which_setting_to_change():
     encoder = AudioVisualEncoder(SPEC)
     mae, _ = build_objective("masked_reconstruction", {"decoder_dim": 16, "decoder_depth": 1, "decoder_heads": 2}, encoder)
     batch = {"audio": torch.randn(2, 1, 32, 32), "video": torch.randn(2, 3, 2, 32, 32)}
-    out = encoder.forward_features(batch["audio"], batch["video"], 0.0, 0.5)
-    with pytest.raises(ValueError, match="masking.audio_ratio > 0"):
-        mae(out, batch)
+    out = encoder.forward_features(batch["audio"], batch["video"], None, HALF)
+    with pytest.raises(ValueError, match=r"passes.masked.audio.ratio > 0"):
+        mae({"masked": out}, batch)
 
 
 def test_registry_rejects_a_second_registration_of_a_name():

@@ -205,8 +205,7 @@ def test_pretraining_can_start_from_an_export(run, demo, tmp_path, capsys):
 def test_cnn_towers_pretrain_export_and_load(demo, tmp_path):
     run_dir = tmp_path / "cnn"
     args = [*TINY, f"data.root={demo.unlabeled}", "probe.enabled=false", f"run.dir={run_dir}", "trainer.max_steps=2",
-            "backbone.kind=cnn", "backbone.audio_tower=l3_vgg", "masking.audio_ratio=0", "masking.video_ratio=0",
-            "objectives.masked_reconstruction.weight=0"]
+            "backbone.kind=cnn", "backbone.audio_tower=l3_vgg", "objectives.masked_reconstruction.weight=0"]
     assert pretrain_main(args) == 0
     model = avssl.load_backbone(run_dir / "export")
     assert type(model.encoder).__name__ == "CNNAudioVisualEncoder" and model.embed_dim == 32
@@ -214,9 +213,9 @@ def test_cnn_towers_pretrain_export_and_load(demo, tmp_path):
     assert embedding["audio"].shape == embedding["video"].shape == (32,)
 
 
-def test_cnn_backbone_with_masking_is_a_config_error(capsys):
+def test_cnn_backbone_with_masked_reconstruction_is_a_config_error(capsys):
     assert pretrain_main([*TINY, "backbone.kind=cnn"]) == 2
-    assert "CNN towers do not drop tokens" in capsys.readouterr().err
+    assert "objectives.masked_reconstruction reads" in capsys.readouterr().err
 
 
 def test_accumulation_and_batch_limits_size_the_schedule_in_optimizer_steps(demo, tmp_path):

@@ -43,6 +43,8 @@ from torch import Tensor, nn
 from torchvision.models import resnet18
 from torchvision.models.video import r2plus1d_18
 
+from avssl.backbones.masking import MaskSpec
+from avssl.backbones.protocol import EMBEDDING_KEYS
 from avssl.backbones.spec import BackboneSpec
 
 FEATURE_DIM = 512  # channels of the last stage of every tower below
@@ -240,7 +242,7 @@ class CNNAudioVisualEncoder(nn.Module):
         feature maps before pooling and projection (C: the tower's width, 512 for the published ones).
 
     Raises:
-        ValueError: a non-zero mask ratio (CNN towers see the whole input), or inputs of the wrong
+        ValueError: a mask that drops tokens (CNN towers see the whole input), or inputs of the wrong
             layout.
 
     Examples:
@@ -249,6 +251,9 @@ class CNNAudioVisualEncoder(nn.Module):
         >>> out["joint_embedding"].shape
         torch.Size([2, 128])
     """
+
+    OUTPUT_KEYS = EMBEDDING_KEYS | {"audio_feature_map", "video_feature_map"}
+    MASKABLE = False
 
     def __init__(self, spec: BackboneSpec):
         super().__init__()
@@ -280,25 +285,23 @@ class CNNAudioVisualEncoder(nn.Module):
         return self.forward_features(audio, video)["joint_embedding"]
 
     def forward_features(
-        self, audio: Tensor, video: Tensor, mask_ratio_audio: float = 0.0, mask_ratio_video: float = 0.0
+        self, audio: Tensor, video: Tensor, audio_mask: MaskSpec | None = None, video_mask: MaskSpec | None = None
     ) -> dict[str, Tensor]:
         """Encodes a batch of clips.
 
         Args:
             audio: normalised fbank ``[B, 1, frames, mels]``.
             video: normalised frames ``[B, 3, T, H, W]``.
-            mask_ratio_audio: must be 0 (kept for interface parity with `AudioVisualEncoder`).
-            mask_ratio_video: must be 0.
+            audio_mask: must drop nothing (None or ratio 0): CNN towers see the whole input.
+            video_mask: the same for video.
 
         Raises:
-            ValueError: if a mask ratio is not 0.
+            ValueError: if a mask drops tokens.
         """
-        if mask_ratio_audio != 0.0 or mask_ratio_video != 0.0:
-            raise ValueError(
-                f"mask_ratio_audio={mask_ratio_audio}, mask_ratio_video={mask_ratio_video}: CNN towers "
-                "do not drop tokens; set masking.audio_ratio and masking.video_ratio to 0 or use a "
-                "transformer backbone with a masked objective."
-            )
+        for name, mask in (("audio", audio_mask), ("video", video_mask)):
+            if mask is not None and mask.ratio:
+                raise ValueError(f"{name} mask ratio {mask.ratio}: CNN towers do not drop tokens; use a pass "
+                                 "without masking, or a transformer backbone.")
         a_map = self.audio_tower.forward_features(audio)  # (B, C, f, m)
         v_map = self.video_tower.forward_features(video)  # (B, C, t, h, w)
         a = self.audio_proj(self.audio_tower.pool(a_map).flatten(1))  # (B, D)

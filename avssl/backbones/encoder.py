@@ -18,7 +18,8 @@ import torch
 from torch import Tensor, nn
 
 from avssl.backbones import parts
-from avssl.backbones.masking import drop_tokens
+from avssl.backbones.masking import MaskSpec
+from avssl.backbones.protocol import TOKEN_KEYS
 from avssl.backbones.spec import BackboneSpec
 
 JOINT, AUDIO, VIDEO = "av", "a", "v"
@@ -35,6 +36,9 @@ class AudioVisualEncoder(nn.Module):
         With ``spec.cls_token`` the class tokens are left out of all of these and returned as
         ``audio_cls_token``, ``video_cls_token [B, D]`` (per-modality streams).
     """
+
+    OUTPUT_KEYS = TOKEN_KEYS
+    MASKABLE = True
 
     def __init__(self, spec: BackboneSpec):
         super().__init__()
@@ -55,14 +59,10 @@ class AudioVisualEncoder(nn.Module):
     def embed_dim(self) -> int:
         return self.spec.embed_dim
 
-    def _specific(self, audio: Tensor, video: Tensor, mask_ratio_audio: float, mask_ratio_video: float):
-        a = self.audio_tokenizer(audio) + self.audio_modality  # (B, Na, D)
-        v = self.video_tokenizer(video) + self.video_modality  # (B, Nv, D)
-        a, a_keep, a_mask = drop_tokens(a, mask_ratio_audio)  # (B, Ka, D)
-        v, v_keep, v_mask = drop_tokens(v, mask_ratio_video)  # (B, Kv, D)
-        a = parts.run(self.audio_tokenizer.cls(a), self.audio_blocks)  # (B, Pa + Ka, D)
-        v = parts.run(self.video_tokenizer.cls(v), self.video_blocks)  # (B, Pv + Kv, D)
-        return a, v, (a_keep, a_mask, v_keep, v_mask)
+    def _specific(self, audio: Tensor, video: Tensor, audio_mask: MaskSpec | None, video_mask: MaskSpec | None):
+        a, a_keep, a_mask = parts.visible_tokens(self.audio_tokenizer, self.audio_modality, audio, audio_mask)  # (B, Pa + Ka, D)
+        v, v_keep, v_mask = parts.visible_tokens(self.video_tokenizer, self.video_modality, video, video_mask)  # (B, Pv + Kv, D)
+        return parts.run(a, self.audio_blocks), parts.run(v, self.video_blocks), (a_keep, a_mask, v_keep, v_mask)
 
     def _joint(self, a: Tensor, v: Tensor) -> Tensor:
         """Joint stream of both modalities without class tokens: ``[B, Ka + Kv, D]``."""
@@ -72,17 +72,17 @@ class AudioVisualEncoder(nn.Module):
         return torch.cat([joint[:, pa : pa + ka], joint[:, pa + ka + pv :]], dim=1)
 
     def forward_features(
-        self, audio: Tensor, video: Tensor, mask_ratio_audio: float = 0.0, mask_ratio_video: float = 0.0
+        self, audio: Tensor, video: Tensor, audio_mask: MaskSpec | None = None, video_mask: MaskSpec | None = None
     ) -> dict[str, Tensor]:
         """Encodes a batch of clips.
 
         Args:
             audio: normalised fbank ``[B, 1, frames, mels]``.
             video: normalised frames ``[B, 3, T, S, S]``.
-            mask_ratio_audio: fraction of audio tokens dropped before the encoder.
-            mask_ratio_video: fraction of video tokens dropped before the encoder.
+            audio_mask: which audio tokens are dropped before the encoder (None: none).
+            video_mask: which video tokens are dropped before the encoder (None: none).
         """
-        a, v, keep_mask = self._specific(audio, video, mask_ratio_audio, mask_ratio_video)
+        a, v, keep_mask = self._specific(audio, video, audio_mask, video_mask)
         joint = self._joint(a, v)
         audio_out = parts.split_prefix(self.norm[AUDIO](parts.run(a, self.shared_blocks, AUDIO)), self.audio_tokenizer.num_prefix_tokens)
         video_out = parts.split_prefix(self.norm[VIDEO](parts.run(v, self.shared_blocks, VIDEO)), self.video_tokenizer.num_prefix_tokens)
@@ -102,5 +102,5 @@ class AudioVisualEncoder(nn.Module):
 
     def encode_joint(self, audio: Tensor, video: Tensor) -> Tensor:
         """Joint clip embedding (mean of the joint stream): ``-> [B, D]``."""
-        a, v, _ = self._specific(audio, video, 0.0, 0.0)
+        a, v, _ = self._specific(audio, video, None, None)
         return parts.mean_pool(self._joint(a, v))

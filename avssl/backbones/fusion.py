@@ -25,7 +25,8 @@ import torch
 from torch import Tensor, nn
 
 from avssl.backbones import parts
-from avssl.backbones.masking import drop_tokens
+from avssl.backbones.masking import MaskSpec
+from avssl.backbones.protocol import TOKEN_KEYS
 from avssl.backbones.spec import BackboneSpec
 
 AUDIO, VIDEO = "a", "v"
@@ -40,6 +41,9 @@ class BottleneckFusionEncoder(nn.Module):
     Raises:
         ValueError: ``num_bottlenecks`` is negative.
     """
+
+    OUTPUT_KEYS = TOKEN_KEYS | {"bottleneck_tokens"}
+    MASKABLE = True
 
     def __init__(self, spec: BackboneSpec):
         super().__init__()
@@ -83,16 +87,16 @@ class BottleneckFusionEncoder(nn.Module):
             z = torch.stack(updates).mean(dim=0)  # (B, Z, D): the modalities share one bottleneck
         return a, v, z
 
-    def _tokens(self, audio: Tensor, video: Tensor, mask_ratio_audio: float, mask_ratio_video: float):
-        a, a_keep, a_mask = drop_tokens(self.audio_tokenizer(audio) + self.audio_modality, mask_ratio_audio)  # (B, Ka, D)
-        v, v_keep, v_mask = drop_tokens(self.video_tokenizer(video) + self.video_modality, mask_ratio_video)  # (B, Kv, D)
-        return self.audio_tokenizer.cls(a), self.video_tokenizer.cls(v), (a_keep, a_mask, v_keep, v_mask)
+    def _tokens(self, audio: Tensor, video: Tensor, audio_mask: MaskSpec | None, video_mask: MaskSpec | None):
+        a, a_keep, a_mask = parts.visible_tokens(self.audio_tokenizer, self.audio_modality, audio, audio_mask)  # (B, Pa + Ka, D)
+        v, v_keep, v_mask = parts.visible_tokens(self.video_tokenizer, self.video_modality, video, video_mask)  # (B, Pv + Kv, D)
+        return a, v, (a_keep, a_mask, v_keep, v_mask)
 
     def forward_features(
-        self, audio: Tensor, video: Tensor, mask_ratio_audio: float = 0.0, mask_ratio_video: float = 0.0
+        self, audio: Tensor, video: Tensor, audio_mask: MaskSpec | None = None, video_mask: MaskSpec | None = None
     ) -> dict[str, Tensor]:
         """Encodes a batch of clips (arguments as in `AudioVisualEncoder.forward_features`)."""
-        a, v, keep_mask = self._tokens(audio, video, mask_ratio_audio, mask_ratio_video)
+        a, v, keep_mask = self._tokens(audio, video, audio_mask, video_mask)
         a, v, z = self._encode(a, v)
         audio_out = parts.split_prefix(self.norm[AUDIO](a), self.audio_tokenizer.num_prefix_tokens)
         video_out = parts.split_prefix(self.norm[VIDEO](v), self.video_tokenizer.num_prefix_tokens)

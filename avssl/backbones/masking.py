@@ -27,9 +27,13 @@ Shape letters: B batch, N tokens, K visible tokens, D width.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 from lightly.models.utils import get_at_index, random_token_mask
 from torch import Tensor
+
+from avssl.schema import in_range, one_of
 
 
 def drop_tokens(tokens: Tensor, mask_ratio: float) -> tuple[Tensor, Tensor, Tensor]:
@@ -215,3 +219,31 @@ def mask_tokens(
         raise ValueError(f"mask_ratio={mask_ratio}: must be in [0, 1)")
     per_axis = 1.0 - (1.0 - mask_ratio) ** 0.5
     return drop_time_frequency(tokens, grid, per_axis, per_axis, generator)
+
+
+@dataclass
+class MaskSpec:
+    """How one modality's tokens are masked in an encoder pass (a recipe's ``passes.<name>.audio``).
+
+    Attributes:
+        strategy: one of `MASKING_STRATEGIES` (``time``, ``frequency`` and ``time_frequency`` are
+            for audio, ``tube`` for video).
+        ratio: fraction of tokens dropped before the encoder, in [0, 1); 0 keeps every token.
+    """
+
+    strategy: str = field(default="random", metadata=one_of(MASKING_STRATEGIES))
+    ratio: float = field(default=0.0, metadata=in_range(0.0, 1.0, include_high=False))
+
+    def apply(self, tokens: Tensor, grid: tuple[int, ...]) -> tuple[Tensor, Tensor, Tensor]:
+        """`mask_tokens` with this spec: ``(visible [B, K, D], idx_keep [B, K], idx_mask [B, N - K])``.
+
+        Ratio 0 keeps every token in its order (no random permutation, no RNG draw).
+        """
+        if self.ratio == 0.0:
+            b, n = tokens.shape[:2]
+            keep = torch.arange(n, device=tokens.device).expand(b, n)
+            return tokens, keep, keep[:, :0]
+        return mask_tokens(self.strategy, tokens, self.ratio, grid)
+
+
+NO_MASK = MaskSpec()

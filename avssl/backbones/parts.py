@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from avssl.backbones.block import Block, drop_path_rates
+from avssl.backbones.masking import NO_MASK, MaskSpec
 from avssl.backbones.spec import BackboneSpec
 from avssl.backbones.tokenizers import SpectrogramPatchTokenizer, TubeletTokenizer
 
@@ -34,6 +35,19 @@ def video_tokenizer(spec: BackboneSpec) -> TubeletTokenizer:
     return TubeletTokenizer(
         spec.num_frames, spec.frame_size, spec.video_patch, spec.embed_dim, cls_token=spec.cls_token, pos_embed=spec.pos_embed
     )
+
+
+def visible_tokens(tokenizer: SpectrogramPatchTokenizer | TubeletTokenizer, modality: Tensor, x: Tensor,
+                   mask: MaskSpec | None) -> tuple[Tensor, Tensor, Tensor]:
+    """One modality's input as encoder tokens: patches plus the modality embedding, masked as
+    `mask` says (None: every token), class token prepended after masking so it is never dropped.
+
+    Returns:
+        ``(tokens [B, P + K, D], idx_keep [B, K], idx_mask [B, N - K])``.
+    """
+    grid = tokenizer.input_grid(x)
+    visible, keep, masked = (mask or NO_MASK).apply(tokenizer(x) + modality, grid)  # (B, K, D)
+    return tokenizer.cls(visible), keep, masked
 
 
 def blocks(spec: BackboneSpec, depth: int, streams: Sequence[str] = ("x",), first: int = 0, total: int | None = None) -> nn.ModuleList:

@@ -19,7 +19,8 @@ import torch
 from torch import Tensor, nn
 
 from avssl.backbones import parts
-from avssl.backbones.masking import drop_tokens
+from avssl.backbones.masking import MaskSpec
+from avssl.backbones.protocol import TOKEN_KEYS
 from avssl.backbones.spec import BackboneSpec
 
 JOINT, AUDIO, VIDEO = "av", "a", "v"
@@ -32,6 +33,9 @@ class SharedEncoder(nn.Module):
     ``joint_tokens [B, Ka + Kv, D]`` comes from running the shared stack on the concatenated
     audio and video tokens.
     """
+
+    OUTPUT_KEYS = TOKEN_KEYS
+    MASKABLE = True
 
     def __init__(self, spec: BackboneSpec):
         super().__init__()
@@ -49,10 +53,10 @@ class SharedEncoder(nn.Module):
     def embed_dim(self) -> int:
         return self.spec.embed_dim
 
-    def _tokens(self, audio: Tensor, video: Tensor, mask_ratio_audio: float, mask_ratio_video: float):
-        a, a_keep, a_mask = drop_tokens(self.audio_tokenizer(audio) + self.audio_modality, mask_ratio_audio)  # (B, Ka, D)
-        v, v_keep, v_mask = drop_tokens(self.video_tokenizer(video) + self.video_modality, mask_ratio_video)  # (B, Kv, D)
-        return self.audio_tokenizer.cls(a), self.video_tokenizer.cls(v), (a_keep, a_mask, v_keep, v_mask)
+    def _tokens(self, audio: Tensor, video: Tensor, audio_mask: MaskSpec | None, video_mask: MaskSpec | None):
+        a, a_keep, a_mask = parts.visible_tokens(self.audio_tokenizer, self.audio_modality, audio, audio_mask)  # (B, Pa + Ka, D)
+        v, v_keep, v_mask = parts.visible_tokens(self.video_tokenizer, self.video_modality, video, video_mask)  # (B, Pv + Kv, D)
+        return a, v, (a_keep, a_mask, v_keep, v_mask)
 
     def _joint(self, a: Tensor, v: Tensor) -> Tensor:
         joint = self.norm[JOINT](parts.run(torch.cat([a, v], dim=1), self.blocks))  # (B, Pa + Ka + Pv + Kv, D)
@@ -61,10 +65,10 @@ class SharedEncoder(nn.Module):
         return torch.cat([joint[:, pa : pa + ka], joint[:, pa + ka + pv :]], dim=1)  # (B, Ka + Kv, D)
 
     def forward_features(
-        self, audio: Tensor, video: Tensor, mask_ratio_audio: float = 0.0, mask_ratio_video: float = 0.0
+        self, audio: Tensor, video: Tensor, audio_mask: MaskSpec | None = None, video_mask: MaskSpec | None = None
     ) -> dict[str, Tensor]:
         """Encodes a batch of clips (arguments as in `AudioVisualEncoder.forward_features`)."""
-        a, v, keep_mask = self._tokens(audio, video, mask_ratio_audio, mask_ratio_video)
+        a, v, keep_mask = self._tokens(audio, video, audio_mask, video_mask)
         joint = self._joint(a, v)
         audio_out = parts.split_prefix(self.norm[AUDIO](parts.run(a, self.blocks)), self.audio_tokenizer.num_prefix_tokens)
         video_out = parts.split_prefix(self.norm[VIDEO](parts.run(v, self.blocks)), self.video_tokenizer.num_prefix_tokens)
@@ -84,5 +88,5 @@ class SharedEncoder(nn.Module):
 
     def encode_joint(self, audio: Tensor, video: Tensor) -> Tensor:
         """Joint clip embedding (mean of the joint stream): ``-> [B, D]``."""
-        a, v, _ = self._tokens(audio, video, 0.0, 0.0)
+        a, v, _ = self._tokens(audio, video, None, None)
         return parts.mean_pool(self._joint(a, v))

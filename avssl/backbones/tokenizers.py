@@ -135,6 +135,14 @@ class _GridTokenizer(nn.Module):
             n *= g
         return n
 
+    def input_grid(self, x: Tensor) -> tuple[int, ...]:
+        """The token grid of input `x` (the spec's `grid` unless the input size differs).
+
+        Raises:
+            ValueError: `x` does not fit the tokenizer (the message gives both shapes).
+        """
+        return self._check(x)
+
     def pos_embed_for(self, grid: Sequence[int]) -> Tensor:
         """Position embeddings ``[1, prod(grid), D]`` for an input whose token grid is `grid`."""
         return interpolate_pos_embed(self.pos_embed, self.grid, grid)

@@ -50,9 +50,11 @@ class AVInfoNCE(Objective):
         projection_dim: output width of the per-modality projection heads; 0: no heads, the
             backbone's embeddings are contrasted directly (CAV-MAE).
         projection_hidden_dim: hidden width of the heads.
+        pass_name: the encoder pass whose embeddings are contrasted (CAV-MAE: its masked pass,
+            ``masked``; the default ``unmasked`` sees whole clips, see docs/objectives.md).
 
-    Returns from forward: loss ``{"infonce"}`` on ``out["audio_embedding"]`` and
-    ``out["video_embedding"]`` (``[B, D]`` each), its chance value ln(2N - 1) for N clips over
+    Returns from forward: loss ``{"infonce"}`` on the pass's ``audio_embedding`` and
+    ``video_embedding`` (``[B, D]`` each), its chance value ln(2N - 1) for N clips over
     all ranks, and health scalars: ``retrieval_a2v`` / ``retrieval_v2a`` (in-batch top-1, chance
     ``retrieval_chance`` = 1/B), ``audio_z_std`` / ``video_z_std`` (collapse monitor of the
     contrasted embeddings, about 1/sqrt(D) when healthy, 0 when collapsed).
@@ -62,11 +64,13 @@ class AVInfoNCE(Objective):
 
     Examples:
         >>> loss = AVInfoNCE(temperature=0.1, gather_distributed=False, projection_dim=0)
-        >>> result = loss({"audio_embedding": torch.randn(8, 32), "video_embedding": torch.randn(8, 32)}, {})
+        >>> out = {"audio_embedding": torch.randn(8, 32), "video_embedding": torch.randn(8, 32)}
+        >>> result = loss({"unmasked": out}, {})
         >>> sorted(result.losses), result.chance["infonce"] == math.log(15)
         (['infonce'], True)
     """
 
+    requires = frozenset({"audio_embedding", "video_embedding"})
     stuck_hint = (
         "the audio and video embeddings of a clip are no closer than those of other clips. Check "
         "health/av_infonce/audio_z_std and video_z_std (near 0: collapsed), keep the projection heads "
@@ -81,8 +85,10 @@ class AVInfoNCE(Objective):
         gather_distributed: bool = True,
         projection_dim: int = 128,
         projection_hidden_dim: int = 512,
+        pass_name: str = "unmasked",
     ):
         super().__init__()
+        self.pass_names = (pass_name,)
         if temperature <= 0:
             raise ValueError(f"temperature={temperature}: must be > 0 (typical: 0.05-0.1)")
         for name, value in (("projection_dim", projection_dim), ("projection_hidden_dim", projection_hidden_dim)):
@@ -98,7 +104,8 @@ class AVInfoNCE(Objective):
         self.gather_distributed = gather_distributed
         self.loss = NTXentLoss(temperature=temperature, gather_distributed=gather_distributed)
 
-    def forward(self, out: dict[str, Tensor], batch: dict[str, Any]) -> ObjectiveOutput:
+    def forward(self, passes: dict[str, dict[str, Tensor]], batch: dict[str, Any]) -> ObjectiveOutput:
+        out = passes[self.pass_names[0]]
         za = self.audio_head(out["audio_embedding"])  # (B, P)
         zv = self.video_head(out["video_embedding"])  # (B, P)
         clips = len(za) * (dist.get_world_size() if self.gather_distributed and dist.is_initialized() else 1)

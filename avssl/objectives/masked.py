@@ -3,7 +3,7 @@
 Gong et al., "Contrastive Audio-Visual Masked Autoencoder", ICLR 2023, arXiv:2210.07839;
 reference `YuanGongND/cav-mae@68fe8c2a src/models/cav_mae.py` (`forward_decoder`,
 `forward_mae_loss`). Published setting: 75% of the tokens of each modality dropped before the
-encoder (`masking` section of the recipe), a shared 512-d 8-layer 16-head decoder, MSE on the
+encoder (the ``masked`` pass of the recipe's ``passes``), a shared 512-d 8-layer 16-head decoder, MSE on the
 masked patches only, targets normalised per patch (``norm_pix_loss=True``), loss
 ``L_audio + L_video`` with weight 1.
 
@@ -18,7 +18,7 @@ from lightly.models.utils import get_at_index
 from torch import Tensor
 
 from avssl.backbones.decoder import MAEDecoder
-from avssl.backbones.encoder import AudioVisualEncoder
+from avssl.backbones.protocol import AudioVisualBackbone
 from avssl.backbones.tokenizers import spectrogram_patches, tubelet_patches
 from avssl.objectives.registry import Objective, ObjectiveOutput, register_objective
 
@@ -54,6 +54,7 @@ class MaskedReconstruction(Objective):
         norm_pix_loss: per-patch normalised targets (CAV-MAE: True).
         audio_weight: weight of the audio term.
         video_weight: weight of the video term.
+        pass_name: the encoder pass it reconstructs (its masking drops the tokens to predict).
 
     Returns from forward: losses ``{"audio": L_a * audio_weight, "video": L_v * video_weight}``;
     with ``norm_pix_loss`` their chance values, the loss of predicting every target patch's mean
@@ -61,20 +62,22 @@ class MaskedReconstruction(Objective):
 
     Raises:
         ValueError: for a non-positive size or a negative weight; at the first step if a modality
-            has no masked token (set ``masking.audio_ratio`` / ``masking.video_ratio`` > 0).
+            has no masked token (set ``passes.<pass_name>.audio.ratio`` / ``video.ratio`` > 0).
     """
 
     def __init__(
         self,
-        backbone: AudioVisualEncoder,
+        backbone: AudioVisualBackbone,
         decoder_dim: int = 512,
         decoder_depth: int = 8,
         decoder_heads: int = 16,
         norm_pix_loss: bool = True,
         audio_weight: float = 1.0,
         video_weight: float = 1.0,
+        pass_name: str = "masked",
     ):
         super().__init__()
+        self.pass_names = (pass_name,)
         for name, value in (("decoder_dim", decoder_dim), ("decoder_depth", decoder_depth), ("decoder_heads", decoder_heads)):
             if value <= 0:
                 raise ValueError(f"{name}={value}: must be > 0")
@@ -99,17 +102,20 @@ class MaskedReconstruction(Objective):
         self.audio_weight = audio_weight
         self.video_weight = video_weight
 
+    requires = frozenset({"joint_tokens", "audio_idx_keep", "audio_idx_mask", "video_idx_keep", "video_idx_mask"})
+    requires_masking = True
     stuck_hint = (
-        "the decoder predicts no better than each patch's mean. Check that masking.audio_ratio and "
-        "masking.video_ratio are > 0, then try a lower optim.lr or a longer optim.warmup_epochs."
+        "the decoder predicts no better than each patch's mean. Check that its pass masks both modalities "
+        "(passes.masked.audio.ratio and video.ratio > 0), then try a lower optim.lr or a longer optim.warmup_epochs."
     )
 
-    def forward(self, out: dict[str, Tensor], batch: dict[str, Any]) -> ObjectiveOutput:
+    def forward(self, passes: dict[str, dict[str, Tensor]], batch: dict[str, Any]) -> ObjectiveOutput:
+        out = passes[self.pass_names[0]]
         for modality in ("audio", "video"):
             if out[f"{modality}_idx_mask"].shape[1] == 0:
                 raise ValueError(
                     f"masked_reconstruction has no masked {modality} token to reconstruct; "
-                    f"set masking.{modality}_ratio > 0 (CAV-MAE: 0.75)."
+                    f"set passes.{self.pass_names[0]}.{modality}.ratio > 0 (CAV-MAE: 0.75)."
                 )
         audio_pred, video_pred = self.decoder(out["joint_tokens"], out["audio_idx_keep"], out["video_idx_keep"])
         audio_loss = masked_patch_mse(

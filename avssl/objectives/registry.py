@@ -1,7 +1,7 @@
 """The objective interface and registry.
 
 An objective is an `nn.Module` that reads the model-output dict (see
-`avssl.backbones.encoder.AudioVisualEncoder`) and the batch, and returns an `ObjectiveOutput`:
+`avssl.backbones.protocol`) of named encoder passes and the batch, and returns an `ObjectiveOutput`:
 named loss terms, training-health scalars and the chance value of each term. It may
 own state (a decoder, a memory bank, an EMA teacher) that is trained and checkpointed with the
 module. Adding one is one new file with ``@register_objective("name")``; recipes list objectives by
@@ -10,7 +10,8 @@ that name with a weight and keyword arguments::
     objectives:
       av_infonce: {weight: 0.01, temperature: 0.05}
 
-An objective whose ``__init__`` takes a ``backbone`` argument receives the encoder it trains.
+An objective whose ``__init__`` takes a ``backbone`` argument receives the encoder it trains; one
+that takes ``pass_name`` or ``pass_names`` reads those encoder passes (the recipe's ``passes``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import abc
 import difflib
 import inspect
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
@@ -46,18 +47,30 @@ class ObjectiveOutput:
 
 
 class Objective(nn.Module, abc.ABC):
-    """Base class: ``forward(out, batch) -> ObjectiveOutput``; the loss terms are summed.
+    """Base class: ``forward(passes, batch) -> ObjectiveOutput``; the loss terms are summed.
+
+    An objective reads the outputs of one or more named encoder passes (the recipe's ``passes``
+    section): its ``__init__`` takes ``pass_name`` (one pass) or ``pass_names`` (several), and it
+    stores them in `pass_names`. The module runs every pass some objective reads once per step
+    and hands all of them over by name; an objective never runs the backbone itself.
 
     Attributes:
+        requires: the `forward_features` keys it reads from each of its passes
+            (`avssl.backbones.protocol`); a backbone kind without one of them is refused at config time.
+        requires_masking: its passes must drop tokens of both modalities (masked reconstruction).
+        pass_names: the passes it reads, in its own order.
         stuck_hint: what to try when a loss term stays at its chance value (quoted in the warning
             of `avssl.callbacks.ChanceMonitor`).
     """
 
+    requires: ClassVar[frozenset[str]] = frozenset()
+    requires_masking: ClassVar[bool] = False
+    pass_names: tuple[str, ...] = ()
     stuck_hint: str = "check the data report and the health/ scalars, then try a lower optim.lr."
 
     @abc.abstractmethod
-    def forward(self, out: dict[str, Tensor], batch: dict[str, Any]) -> ObjectiveOutput:
-        """Named loss terms (and health scalars) computed from the model output and the batch."""
+    def forward(self, passes: dict[str, dict[str, Tensor]], batch: dict[str, Any]) -> ObjectiveOutput:
+        """Named loss terms (and health scalars) from the outputs of the passes, by pass name, and the batch."""
 
 
 OBJECTIVES: dict[str, type[Objective]] = {}
@@ -104,6 +117,19 @@ def check_objective_config(name: str, params: Any) -> None:
             match = difflib.get_close_matches(key, options, n=1, cutoff=0.5)
             hint = f" Did you mean '{match[0]}'?" if match else ""
             raise ConfigError(f"objectives.{name}.{key}: unknown parameter.{hint} Allowed: {', '.join(options)}.")
+
+
+PASS_PARAMETERS = ("pass_name", "pass_names")  # how an objective's __init__ names the passes it reads
+
+
+def passes_read(name: str, params: dict[str, Any]) -> list[str]:
+    """The passes the objective ``name`` reads with ``params`` (its pass parameter or its default)."""
+    signature = inspect.signature(OBJECTIVES[name].__init__).parameters
+    for parameter in PASS_PARAMETERS:
+        if parameter in signature:
+            value = params.get(parameter, signature[parameter].default)
+            return [value] if isinstance(value, str) else list(value)
+    return []
 
 
 def build_objective(name: str, params: dict[str, Any], backbone: nn.Module) -> tuple[Objective, float]:

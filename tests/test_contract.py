@@ -1,0 +1,111 @@
+"""The objective contract, over every pair of registered objective and backbone kind.
+
+A pair that fits (the kind gives every key the objective reads, and can mask as its passes ask)
+trains two steps: finite losses, the declared keys present, and a gradient for every parameter of
+the objective and for every backbone parameter that feeds the keys it declares. A pair that does
+not fit is refused when the config is loaded.
+"""
+
+import pytest
+import torch
+
+from avssl.backbones.registry import ENCODER_KINDS, build_encoder
+from avssl.backbones.spec import BackboneSpec
+from avssl.config import ConfigError, PretrainConfig, load_config
+from avssl.objectives import OBJECTIVES, build_objective
+from avssl.objectives.registry import passes_read
+
+TINY_KWARGS = {
+    "masked_reconstruction": {"decoder_dim": 16, "decoder_depth": 1, "decoder_heads": 2},
+    "av_infonce": {"gather_distributed": False, "projection_dim": 16, "projection_hidden_dim": 32},
+}
+TINY_SPECS = {
+    "cav_mae": {},
+    "shared": {},
+    "bottleneck": {"num_bottlenecks": 2},
+    "cnn": {"video_tower": "strided_conv", "audio_tower": "strided_conv", "tower_width": 8},
+}
+PASSES = PretrainConfig().passes  # the default menu: "unmasked" and CAV-MAE's 75% "masked"
+
+
+def _spec(kind: str) -> BackboneSpec:
+    return BackboneSpec(kind=kind, embed_dim=32, num_heads=2, modality_specific_depth=1, shared_depth=1,
+                        audio_frames=32, num_mel_bins=32, audio_patch=[16, 16], num_frames=2, frame_size=32,
+                        video_patch=[1, 16, 16], **TINY_SPECS[kind])
+
+
+def _fits(objective: str, kind: str) -> bool:
+    """The kind gives every key the objective reads, and can mask as its default passes ask."""
+    encoder = ENCODER_KINDS[kind]
+    masks = any(PASSES[p].audio.ratio or PASSES[p].video.ratio for p in passes_read(objective, {}))
+    return OBJECTIVES[objective].requires <= encoder.OUTPUT_KEYS and (encoder.MASKABLE or not masks)
+
+
+def test_every_registered_objective_and_kind_is_covered():
+    assert set(TINY_KWARGS) == set(OBJECTIVES)
+    assert set(TINY_SPECS) == set(ENCODER_KINDS)
+
+
+PAIRS = [(o, k) for o in sorted(OBJECTIVES) for k in sorted(ENCODER_KINDS)]
+
+
+@pytest.mark.parametrize("objective_name,kind", [p for p in PAIRS if _fits(*p)])
+def test_a_supported_pair_trains_two_steps_with_gradients_everywhere_it_reads(objective_name, kind):
+    torch.manual_seed(0)
+    backbone = build_encoder(_spec(kind))
+    objective, _ = build_objective(objective_name, TINY_KWARGS[objective_name], backbone)
+    batch = {"audio": torch.randn(4, 1, 32, 32), "video": torch.randn(4, 3, 2, 32, 32)}
+    optimizer = torch.optim.AdamW([*backbone.parameters(), *objective.parameters()], lr=1e-3)
+
+    def encode() -> dict:
+        return {name: backbone.forward_features(batch["audio"], batch["video"], PASSES[name].audio, PASSES[name].video)
+                for name in objective.pass_names}
+
+    passes = encode()
+    for name, out in passes.items():
+        assert objective.requires <= set(out), f"pass {name} lacks {objective.requires - set(out)}"
+    feeds = [out[k] for out in passes.values() for k in objective.requires if out[k].is_floating_point()]
+    reachable = torch.autograd.grad(sum(t.float().sum() for t in feeds), list(backbone.parameters()),
+                                    allow_unused=True, retain_graph=True)
+    fed = [name for (name, _), g in zip(backbone.named_parameters(), reachable) if g is not None]
+    assert fed, "the declared keys depend on no backbone parameter"
+
+    for step in range(2):
+        optimizer.zero_grad()
+        losses = objective(passes if step == 0 else encode(), batch).losses
+        assert losses and all(torch.isfinite(v) for v in losses.values()), losses
+        sum(losses.values()).backward()
+        params = dict(backbone.named_parameters())
+        missing = [n for n in fed if params[n].grad is None]
+        missing += [f"objective.{n}" for n, p in objective.named_parameters() if p.requires_grad and p.grad is None]
+        assert not missing, f"no gradient for {missing[:5]}"
+        optimizer.step()
+
+
+@pytest.mark.parametrize("objective_name,kind", [p for p in PAIRS if not _fits(*p)])
+def test_an_unsupported_pair_is_refused_at_config_time(objective_name, kind):
+    args = ["recipe=default", f"backbone.kind={kind}", f"objectives.{objective_name}.weight=1"]
+    with pytest.raises(ConfigError, match=rf"objectives.{objective_name} reads .*backbone.kind={kind}"):
+        load_config(args)
+
+
+def test_a_pass_that_masks_on_a_cnn_backbone_is_refused():
+    with pytest.raises(ConfigError, match=r"reads the pass 'masked', which drops tokens .* backbone.kind=cnn"):
+        load_config(["recipe=default", "objectives.av_infonce.pass_name=masked"])
+
+
+def test_an_objective_reading_an_undefined_pass_is_refused():
+    with pytest.raises(ConfigError, match=r"reads the pass 'clean', which the recipe does not define"):
+        load_config(["recipe=default", "objectives.av_infonce.pass_name=clean"])
+
+
+def test_masked_reconstruction_on_a_pass_without_masking_is_refused():
+    with pytest.raises(ConfigError, match=r"reconstructs masked tokens, but its pass 'unmasked' masks"):
+        load_config(["recipe=cav_mae_demo", "objectives.masked_reconstruction.pass_name=unmasked"])
+
+
+def test_a_recipe_can_define_its_own_passes_with_structured_masks():
+    config = load_config(["recipe=cav_mae_demo", "passes.tube.video.strategy=tube", "passes.tube.video.ratio=0.5",
+                          "passes.tube.audio.strategy=time", "passes.tube.audio.ratio=0.5",
+                          "objectives.masked_reconstruction.pass_name=tube"])
+    assert config.passes["tube"].video.strategy == "tube" and config.passes["masked"].audio.ratio == 0.75
