@@ -32,6 +32,7 @@ from datamodules.policies import DataPolicies
 from datamodules.preprocessing import Preprocessing
 from datamodules.sampling import SAMPLING_MODES
 from datamodules.sources import SourceConfig
+from datamodules.views import offset_range_problem
 
 
 class ConfigError(ValueError):
@@ -64,6 +65,12 @@ class DataConfig:
     num_workers: int = field(default=2, metadata=non_negative())
     strict: bool = False  # true: the first unusable file stops the run instead of being skipped
     clips_per_video: int = field(default=1, metadata=positive())
+    # views of each clip, side by side in its batch with the same meta.video_id (docs/data.md,
+    # "Views"): a batch holds batch_size x views_per_video rows; 2 for two-view objectives
+    views_per_video: int = field(default=1, metadata=positive())
+    # [min, max] seconds each view's audio window is shifted from its video window by, drawn
+    # uniformly (CrissCross's relaxed synchrony; min < 0: audio may come earlier); [0, 0]: in sync
+    av_offset_s: list[float] = field(default_factory=lambda: [0.0, 0.0], metadata=satisfies(offset_range_problem))
     clip_sampling: str = field(default="uniform", metadata=one_of(SAMPLING_MODES))
     # where the fbank is computed: in the DataLoader workers, or on the training device after transfer
     audio_features_on: str = field(default="worker", metadata=one_of(["worker", "device"]))

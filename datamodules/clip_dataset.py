@@ -36,6 +36,10 @@ class ClipDataset(Dataset):
     def __init__(self, entries: Sequence[ClipEntry], preprocessing: Preprocessing,
                  strict: bool = False, policies: DataPolicies = DataPolicies()) -> None:
         self.entries = list(entries)
+        # video_id: a file's position among the distinct files of the entries, in their order
+        self._video_ids: dict[str, int] = {}
+        for path, _, _ in self.entries:
+            self._video_ids.setdefault(path, len(self._video_ids))
         self.preprocessing = preprocessing
         self.strict = strict
         self.policies = policies
@@ -44,7 +48,8 @@ class ClipDataset(Dataset):
         return len(self.entries)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        """Returns ``{"video", "audio", "meta": {"path", "start_s"}, "label"?}`` or, if the file
+        """Returns ``{"video", "audio", "meta": {"path", "start_s", "video_id", "view", "av_offset_s"},
+        "label"?}`` (one synchronous view per clip: ``view`` 0, ``av_offset_s`` 0) or, if the file
         fails, ``{"skipped": {"path", "reason", "detail"}}``."""
         path, start_s, label = self.entries[index]
         try:
@@ -53,7 +58,8 @@ class ClipDataset(Dataset):
             if self.strict:
                 raise StrictDataError(err.reason, err.detail, path) from err
             return {"skipped": {"path": path, "reason": err.reason, "detail": err.detail}}
-        item["meta"] = {"path": path, "start_s": start_s}
+        item["meta"] = {"path": path, "start_s": start_s, "video_id": self._video_ids[path], "view": 0,
+                        "av_offset_s": 0.0}
         if label is not None:
             item["label"] = label
         return item

@@ -152,10 +152,19 @@ def clip_starts(info: FileInfo, pre: Preprocessing, policies: DataPolicies = Dat
         ClipError: ``no_audio`` (no audio stream, ``no_audio="skip"``) or ``too_short``.
     """
     _check_audio_policy(info, policies)
-    spans = ContentSpans(window=clip_window(info.duration_s, *window), video=(0.0, info.duration_s),
-                         audio=info.audio_span_s, audio_slack_s=_audio_slack_s(info))
-    return sample_clip_starts(spans, pre.clip_seconds, clips_per_video, mode,
+    return sample_clip_starts(content_spans(info, window), pre.clip_seconds, clips_per_video, mode,
                               rng or np.random.default_rng(0), policies, name or info.path)
+
+
+def content_spans(info: FileInfo, window: tuple[float | None, float | None] = (None, None)) -> ContentSpans:
+    """Where a file has video and audio, from its headers, and the part clips may come from.
+
+    Args:
+        info: the file, from `probe_file`.
+        window: ``(start_s, end_s)`` of a manifest row (None: the file's start or end).
+    """
+    return ContentSpans(window=clip_window(info.duration_s, *window), video=(0.0, info.duration_s),
+                        audio=info.audio_span_s, audio_slack_s=_audio_slack_s(info))
 
 
 @dataclass
@@ -188,8 +197,10 @@ def read_clip(path: str | bytes | os.PathLike, start_s: float, pre: Preprocessin
 
 
 def decode_clip(path: str | bytes | os.PathLike, start_s: float, pre: Preprocessing,
-                policies: DataPolicies = DataPolicies(), info: FileInfo | None = None) -> DecodedClip:
-    """Decodes the frames and the waveform of ``[start_s, start_s + clip_seconds)``.
+                policies: DataPolicies = DataPolicies(), info: FileInfo | None = None,
+                av_offset_s: float = 0.0) -> DecodedClip:
+    """Decodes the frames of ``[start_s, start_s + clip_seconds)`` and the waveform of the same
+    seconds, or of ``[start_s + av_offset_s, ...)`` with an audio offset (`datamodules.views`).
 
     Frames: with ``pre.fps`` None, at the centres of ``num_frames`` equal parts of the clip; with
     ``pre.fps``, ``1 / fps`` apart, spanning ``num_frames / fps`` seconds centred in the clip.
@@ -204,6 +215,8 @@ def decode_clip(path: str | bytes | os.PathLike, start_s: float, pre: Preprocess
         policies: what to do without audio (``no_audio``) or with too little file (``short``,
             ``min_clip_fraction``).
         info: the file's `probe_file` result, to skip reading the headers again.
+        av_offset_s: where the audio window starts, in seconds after the video window's start
+            (negative: before it); 0 keeps audio and video in sync.
 
     Returns:
         The frames, the waveform and which of its samples are real audio.
@@ -211,12 +224,17 @@ def decode_clip(path: str | bytes | os.PathLike, start_s: float, pre: Preprocess
     Raises:
         ClipError: ``empty_file``, ``unreadable``, ``no_video``, ``no_audio``, ``too_short`` or
             ``decode_failed``; never another exception for a bad file.
-        ValueError: ``start_s < 0``, or ``num_frames / fps`` longer than ``clip_seconds``.
+        ValueError: ``start_s < 0`` or ``start_s + av_offset_s < 0``, or ``num_frames / fps``
+            longer than ``clip_seconds``.
     """
     path = os.fsdecode(path)
     _check_frame_rate(pre)
     if start_s < 0:
         raise ValueError(f"start_s={start_s}: a clip cannot start before the video (0 s)")
+    audio_start_s = start_s + av_offset_s
+    if audio_start_s < 0:
+        raise ValueError(f"start_s={start_s} with av_offset_s={av_offset_s}: the audio window cannot "
+                         "start before the video (0 s)")
     reader = None
     if info is None:
         info, reader = _probe(path)
@@ -229,11 +247,11 @@ def decode_clip(path: str | bytes | os.PathLike, start_s: float, pre: Preprocess
     offset_s = info.video_start_s + unrecorded_priming_s(info.container, info.audio_codec,
                                                          info.audio_sample_rate)
     try:
-        waveform, real = read_audio(path, start_s, pre.clip_seconds, pre.sample_rate, offset_s)
+        waveform, real = read_audio(path, audio_start_s, pre.clip_seconds, pre.sample_rate, offset_s)
     except (av.FFmpegError, ValueError) as err:  # ValueError: the stream's format changed
-        raise ClipError("decode_failed", f"audio of the clip from {start_s:.2f} s: {_brief(err)}",
+        raise ClipError("decode_failed", f"audio of the clip from {audio_start_s:.2f} s: {_brief(err)}",
                         path) from err
-    _check_audio_coverage(info, start_s, float(real.sum()) / pre.sample_rate, pre, policies)
+    _check_audio_coverage(info, audio_start_s, float(real.sum()) / pre.sample_rate, pre, policies)
     return DecodedClip(frames, torch.from_numpy(waveform), torch.from_numpy(real))
 
 

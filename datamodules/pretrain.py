@@ -120,6 +120,8 @@ class AVPretrainDataModule(pl.LightningDataModule):
             "data.source.path": self.source_config.path,
             "data.batch_size": s.batch_size,
             "data.clips_per_video": s.clips_per_video,
+            "data.views_per_video": s.views_per_video,
+            "data.av_offset_s": list(s.av_offset_s),
             "data.clip_sampling": s.sampling,
             "data.num_workers": s.readers,  # 0 and 1 both mean one reader per rank
             "data.preprocessing.clip_seconds": s.preprocessing.clip_seconds,

@@ -82,9 +82,14 @@ def sample_clip_starts(spans: ContentSpans, clip_seconds: float, clips_per_video
     padded = None if policies.short == "skip" else _starts_with(spans, c, need, need, (w_lo, w_hi))
     if padded is None:
         raise ClipError("too_short", _too_short(spans, c, policies), name)
-    both = _overlap(_overlap(spans.window, spans.video), spans.audio or spans.video)
+    both = covered(spans)
     ideal = (both[0] + both[1] - c) / 2  # the clip centred on the seconds both streams cover
     return [float(min(max(ideal, padded[0]), padded[1]))]
+
+
+def covered(spans: ContentSpans) -> Span:
+    """The seconds of the window that both the video and the audio cover (may be empty: end < start)."""
+    return _overlap(_overlap(spans.window, spans.video), spans.audio or spans.video)
 
 
 def _starts_with(spans: ContentSpans, c: float, video_s: float, audio_s: float,

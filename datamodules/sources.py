@@ -8,6 +8,7 @@ docs/data.md ("Sources") describes the kinds, the manifest format and the shard 
 
 from __future__ import annotations
 
+import itertools
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Generator
@@ -79,10 +80,21 @@ class Source(ABC):
     def __init__(self, description: str, group_sizes: list[int]) -> None:
         self.description = description
         self._sizes = group_sizes
+        self._first_ids = [0, *itertools.accumulate(group_sizes)][:-1]  # video_id of each group's first video
 
     def group_sizes(self) -> list[int]:
         """Videos per group."""
         return list(self._sizes)
+
+    def video_id(self, group: int, index: int) -> int:
+        """The stable identity of video ``index`` of ``group``: its position in the source's order.
+
+        The order is the one the source is opened in: a folder's sorted files, a manifest's rows,
+        the shards' samples shard by shard. So the id is unique within the source and the same in
+        every epoch, on every rank and after a resume, as long as the source is unchanged (two
+        manifest rows of one file are two videos, with two ids).
+        """
+        return self._first_ids[group] + index
 
     def videos(self, group: int, skip: int = 0) -> Generator[LocalVideo, None, None]:
         """The videos of ``group`` in order, leaving out its first ``skip`` (to resume mid-epoch).

@@ -3,7 +3,9 @@
 `ClipStream` is an `IterableDataset` that yields whole batches (use it with ``batch_size=None``).
 `datamodules.epoch_plan` decides which videos each worker reads and where a resumed epoch
 restarts; here each video is decoded, in a child process with a time limit
-(`datamodules.isolation`), into ``clips_per_video`` clips. A video that fails gives a failure
+(`datamodules.isolation`), into ``clips_per_video`` clips of ``views_per_video`` views each
+(`datamodules.views`). The plan counts clips; a clip's views stay together, so a batch holds
+``batch_size`` clips, ``batch_size x views_per_video`` rows. A video that fails gives a failure
 record instead of clips; failures never turn into zero tensors and never stop the stream: they
 travel in ``batch["meta"]["skipped"]`` to the data report (strict mode is the loader's).
 """
@@ -21,7 +23,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from datamodules.audio_features import log_mel_fbank, real_audio_frames
 from datamodules.collate import collate_clips
-from datamodules.decode import clip_starts, decode_clip, probe_file
+from datamodules.decode import FileInfo, clip_starts, content_spans, decode_clip, probe_file
 from datamodules.epoch_plan import Window, batches_per_worker, epoch_rng, worker_windows
 from datamodules.errors import ClipError
 from datamodules.isolation import DecodeTimeout, DecoderCrashed, IsolatedDecoder
@@ -29,8 +31,11 @@ from datamodules.policies import DataPolicies
 from datamodules.preprocessing import Preprocessing
 from datamodules.sources import LocalVideo, Source, VideoRef
 from datamodules.video_transforms import normalize_video, resize_and_crop
+from datamodules.views import View, draw_views, offset_range_problem
 
-Item = dict[str, Any] | None  # a clip, a failure record, or None (padding / no clip in this slot)
+# One clip slot of a window: a clip's views (dicts, in view order), a one-element list holding a
+# failure record, or None (padding / no clip in this slot).
+Item = list[dict[str, Any]] | None
 
 
 @dataclass
@@ -40,8 +45,10 @@ class StreamSettings:
     Attributes:
         preprocessing: how a clip becomes model inputs.
         policies: what happens to bad or unusual files.
-        batch_size: clips per batch (per rank).
-        clips_per_video: clips cut from each video per epoch.
+        batch_size: clips per batch (per rank); a batch has ``batch_size x views_per_video`` rows.
+        clips_per_video: clips cut from each video per epoch, spread over batches.
+        views_per_video: views of each clip, side by side in its batch (`datamodules.views`).
+        av_offset_s: ``(low, high)`` seconds each view's audio is shifted from its video by.
         sampling: ``uniform`` or ``random`` clip starts (see `sample_clip_starts`).
         seed: seeds the epoch shuffles, the clip starts and the random crops.
         num_workers: DataLoader workers of each rank (0: the main process reads).
@@ -55,6 +62,8 @@ class StreamSettings:
     policies: DataPolicies = field(default_factory=DataPolicies)
     batch_size: int = 32
     clips_per_video: int = 1
+    views_per_video: int = 1
+    av_offset_s: tuple[float, float] = (0.0, 0.0)
     sampling: str = "uniform"
     seed: int = 0
     num_workers: int = 0
@@ -78,9 +87,17 @@ class ClipStream(IterableDataset):
     Args:
         source: the videos.
         settings: cutting, shuffling and splitting.
+
+    Raises:
+        ValueError: ``views_per_video < 1`` or a bad ``av_offset_s`` range.
     """
 
     def __init__(self, source: Source, settings: StreamSettings) -> None:
+        if settings.views_per_video < 1:
+            raise ValueError(f"views_per_video={settings.views_per_video}: must be >= 1 (1: one view per clip).")
+        problem = offset_range_problem(settings.av_offset_s)
+        if problem:
+            raise ValueError(f"av_offset_s={list(settings.av_offset_s)}: {problem}.")
         self.source = source
         self.settings = settings
         self.group_sizes = source.group_sizes()
@@ -122,8 +139,8 @@ class ClipStream(IterableDataset):
                 order = epoch_rng(s.seed, self.epoch, s.rank, role, window.number).permutation(len(items))
                 items = [items[i] for i in order.tolist()]
                 for number in range(window.skip_batches, window.num_batches):
-                    yield collate_clips([item for item in items[number * s.batch_size:(number + 1) * s.batch_size]
-                                         if item is not None])
+                    yield collate_clips([view for item in items[number * s.batch_size:(number + 1) * s.batch_size]
+                                         if item is not None for view in item])
         finally:
             reader.close()
             decoder.close()
@@ -141,16 +158,21 @@ class ClipStream(IterableDataset):
         return items
 
     def _video_items(self, video: LocalVideo, group: int, index: int, decoder: IsolatedDecoder) -> list[Item]:
-        """The clips of one video, or one failure record; the first item counts the video as seen."""
+        """The clips of one video, or one failure record; the first item counts the video as seen.
+
+        Everything drawn (clip starts, audio offsets, crops) comes from ``(seed, epoch, group,
+        index)``, so a video gives the same clips whichever reader reads it, also after a resume.
+        """
         s = self.settings
         name = video.ref.name
+        video_id = self.source.video_id(group, index)
         rng = epoch_rng(s.seed, self.epoch, group, index)
         try:
             if video.error is not None:
                 raise video.error
             results = decoder.call(decode_video_clips, video.path, video.ref, s.preprocessing, s.policies,
                                    s.clips_per_video, s.sampling, int(rng.integers(2**62)),
-                                   s.audio_features_on == "worker")
+                                   s.audio_features_on == "worker", s.views_per_video, tuple(s.av_offset_s))
         except ClipError as err:
             results = [err]
         except (OSError, ValueError, RuntimeError) as err:  # a file no decoder check foresaw
@@ -162,18 +184,19 @@ class ClipStream(IterableDataset):
         failed = [r for r in results if isinstance(r, ClipError)]
         if failed and s.policies.corrupt == "skip":
             results = failed[:1]
+        audio_key = "audio" if s.audio_features_on == "worker" else "waveform"
         items: list[Item] = []
         for result in results:
             if isinstance(result, ClipError):
-                items.append({"skipped": {"path": name, "reason": result.reason, "detail": result.detail}})
-            else:
-                start_s, video_array, audio_array, audio_mask = result
-                audio_key = "audio" if s.audio_features_on == "worker" else "waveform"
-                items.append({"video": normalize_video(torch.from_numpy(video_array), s.preprocessing),
-                              audio_key: torch.from_numpy(audio_array),
-                              "audio_mask": torch.from_numpy(audio_mask),
-                              "meta": {"path": name, "start_s": start_s}})
-        items[0]["video_seen"] = name
+                items.append([{"skipped": {"path": name, "reason": result.reason, "detail": result.detail}}])
+                continue
+            items.append([{"video": normalize_video(torch.from_numpy(video_array), s.preprocessing),
+                           audio_key: torch.from_numpy(audio_array),
+                           "audio_mask": torch.from_numpy(audio_mask),
+                           "meta": {"path": name, "start_s": view.start_s, "video_id": video_id,
+                                    "view": number, "av_offset_s": view.av_offset_s}}
+                          for number, (view, video_array, audio_array, audio_mask) in enumerate(result)])
+        items[0][0]["video_seen"] = name
         return items
 
 
@@ -205,31 +228,48 @@ class _GroupReader:
 
 
 def decode_video_clips(path: str, ref: VideoRef, pre: Preprocessing, policies: DataPolicies,
-                       clips_per_video: int, sampling: str, seed: int, audio_features: bool = True) -> list[Any]:
-    """Decodes the clips of one video (runs in the isolated decoder process).
+                       clips_per_video: int, sampling: str, seed: int, audio_features: bool = True,
+                       views_per_video: int = 1, av_offset_s: tuple[float, float] = (0.0, 0.0)) -> list[Any]:
+    """Decodes the clips of one video, each as its views (runs in the isolated decoder process).
 
     Returns:
-        Per clip, ``(start_s, video uint8 [3, T, S, S], audio, audio_mask bool [F])`` as NumPy
-        arrays (video resized and cropped, not yet normalised: 4x less to send), with audio the
-        fbank float32 ``[1, F, M]``, or without ``audio_features`` the waveform ``[samples]``,
-        and ``audio_mask`` the fbank frames computed from real audio (`real_audio_frames`);
-        or the `ClipError` of that clip.
+        Per clip, its views in order, each ``(View, video uint8 [3, T, S, S], audio,
+        audio_mask bool [F])`` with NumPy arrays (video resized and cropped, not yet normalised:
+        4x less to send), audio the fbank float32 ``[1, F, M]``, or without ``audio_features``
+        the waveform ``[samples]``, and ``audio_mask`` the fbank frames computed from real audio
+        (`real_audio_frames`); or, when one of its views fails, that view's `ClipError` for the
+        whole clip (a clip's views are kept all together or not at all).
 
     Raises:
         ClipError: when the file cannot give any clip (unreadable, no video, too short, ...).
     """
     info = probe_file(path)
     rng = np.random.default_rng(seed)
-    starts = clip_starts(info, pre, policies, clips_per_video, sampling, rng, (ref.start_s, ref.end_s), ref.name)
+    window = (ref.start_s, ref.end_s)
+    starts = clip_starts(info, pre, policies, clips_per_video * views_per_video, sampling, rng, window, ref.name)
+    groups = draw_views(content_spans(info, window), starts, clips_per_video, views_per_video, pre.clip_seconds,
+                        av_offset_s, rng, ref.name)
     results: list[Any] = []
-    for start_s in starts:
-        generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
-        try:
-            clip = decode_clip(path, start_s, pre, policies, info=info)
-        except ClipError as err:
-            results.append(ClipError(err.reason, err.detail, ref.name))
-            continue
-        audio = log_mel_fbank(clip.waveform, pre) if audio_features else clip.waveform
-        results.append((start_s, resize_and_crop(clip.frames, pre, generator).numpy(), audio.numpy(),
-                        real_audio_frames(clip.audio_real, pre).numpy()))
+    for group in groups:
+        views: list[Any] = []
+        failure: ClipError | None = None
+        for view in group:
+            generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
+            if isinstance(view, ClipError):
+                failure = view
+                break
+            try:
+                views.append(_decode_view(path, view, pre, policies, info, generator, audio_features))
+            except ClipError as err:
+                failure = ClipError(err.reason, err.detail, ref.name)  # a shard's temporary file -> its name
+                break
+        results.append(views if failure is None else failure)
     return results
+
+
+def _decode_view(path: str, view: View, pre: Preprocessing, policies: DataPolicies, info: FileInfo,
+                 generator: torch.Generator, audio_features: bool) -> tuple[Any, ...]:
+    clip = decode_clip(path, view.start_s, pre, policies, info=info, av_offset_s=view.av_offset_s)
+    audio = log_mel_fbank(clip.waveform, pre) if audio_features else clip.waveform
+    return (view, resize_and_crop(clip.frames, pre, generator).numpy(), audio.numpy(),
+            real_audio_frames(clip.audio_real, pre).numpy())

@@ -14,6 +14,10 @@ Good clips carry content a test can check after decoding:
 `write_flash_clip` writes any codec pair PyAV can encode, in any container: dark frames with one
 white frame and a tone burst starting at exactly the same time, so a test can measure the offset
 between the decoded audio and video.
+
+`write_chirp_clip` writes `ramp_frames` with a rising chirp: every stretch of its audio tells when
+it starts (`chirp_start_s`), as every frame does, so a test can measure where a clip's audio and
+video windows start, wherever they are in the file.
 """
 
 from __future__ import annotations
@@ -82,6 +86,33 @@ def write_av_clip(path: Path, seconds: float = 1.0, size: int = 32, fps: int = 8
     write_mp4(path, frames, fps, audio, sample_rate, _FORMATS.get(path.suffix.lower(), "mp4"),
               audio_start_s=audio_start_s)
     return path
+
+
+CHIRP_HZ, CHIRP_HZ_PER_S = 300.0, 400.0  # `write_chirp_clip`: frequency at 0 s, and its rise per second
+
+
+def write_chirp_clip(path: Path, seconds: float = 4.0, size: int = 32, fps: int = 8,
+                     sample_rate: int = 16000) -> Path:
+    """Writes `ramp_frames` (at most 32 frames: ``seconds * fps <= 32``) and a linear chirp whose
+    frequency at time ``t`` is ``CHIRP_HZ + CHIRP_HZ_PER_S * t``, in mp4."""
+    assert seconds * fps <= 32, "ramp frames stay distinct up to 32 frames"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t = np.arange(round(seconds * sample_rate)) / sample_rate
+    audio = (0.3 * np.sin(2 * np.pi * (CHIRP_HZ * t + CHIRP_HZ_PER_S * t**2 / 2))).astype(np.float32)
+    write_mp4(path, ramp_frames(round(seconds * fps), size), fps, audio, sample_rate, "mp4")
+    return path
+
+
+def chirp_start_s(waveform: np.ndarray, sample_rate: int = 16000) -> float:
+    """When a stretch of `write_chirp_clip`'s audio starts in the file, in seconds.
+
+    The power-weighted mean frequency of a linear chirp (a Hann window keeps it symmetric) is its
+    frequency at the stretch's centre, which gives the time; accurate to about 10 ms.
+    """
+    spectrum = np.abs(np.fft.rfft(waveform * np.hanning(len(waveform)))) ** 2
+    hz = np.fft.rfftfreq(len(waveform), 1 / sample_rate)
+    centre_hz = float((spectrum * hz).sum() / spectrum.sum())
+    return (centre_hz - CHIRP_HZ) / CHIRP_HZ_PER_S - len(waveform) / sample_rate / 2
 
 
 def write_flash_clip(path: Path, seconds: float = 2.0, fps: float = 8, width: int = 32,

@@ -87,7 +87,8 @@ def test_dataset_returns_failure_items_instead_of_raising(zoo) -> None:
     _, good, bad = zoo
     entries = [(str(good[0]), 0.0, 3)] + [(str(p), 0.0, 3) for p in bad]
     items = [ClipDataset(entries, PRE)[i] for i in range(len(entries))]
-    assert items[0]["label"] == 3 and items[0]["meta"] == {"path": str(good[0]), "start_s": 0.0}
+    assert items[0]["label"] == 3 and items[0]["meta"] == {"path": str(good[0]), "start_s": 0.0, "video_id": 0,
+                                                           "view": 0, "av_offset_s": 0.0}
     assert all(set(item) == {"skipped"} for item in items[1:])
     batch = collate_clips(items)
     assert batch["video"].shape[0] == 1 and batch["label"].tolist() == [3]
@@ -191,6 +192,7 @@ def test_collate_of_only_failures_is_an_empty_batch() -> None:
     batch = collate_clips([failure, failure])
     assert batch["video"].numel() == 0 and batch["audio"].numel() == 0 and "label" not in batch
     assert batch["meta"]["path"] == [] and batch["meta"]["start_s"].shape == (0,)
+    assert batch["meta"]["video_id"].shape == (0,) and batch["meta"]["video_id"].dtype == torch.long
     assert len(batch["meta"]["skipped"]) == 2
 
 
