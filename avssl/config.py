@@ -25,16 +25,14 @@ from avssl.backbones.registry import ENCODER_KINDS
 from avssl.backbones.sizes import BACKBONE_SIZES
 from avssl.backbones.spec import BackboneSpec
 from avssl.backbones.tokenizers import POS_EMBEDS
+from avssl.errors import ConfigError  # also importable from here, as before
 from avssl.lightning_options import accelerator_problem, precision_problem
+from avssl.objectives import check_objective_config
 from avssl.schema import all_positive, count_or_fraction, each, flag_or_count, in_range, non_negative, one_of, positive, satisfies
 from datamodules.policies import DataPolicies
 from datamodules.preprocessing import Preprocessing
 from datamodules.sampling import SAMPLING_MODES
 from datamodules.sources import SourceConfig
-
-
-class ConfigError(ValueError):
-    """A recipe or override the run cannot start with; the message names the key and the fix."""
 
 
 @dataclass
@@ -344,8 +342,6 @@ def _check_cnn(config: PretrainConfig) -> None:
 
 
 def _check_objectives(objectives: dict[str, Any]) -> None:
-    from avssl.objectives import check_objective_config
-
     if not objectives:
         raise ConfigError("objectives: the recipe lists no objective; add at least one (e.g. objectives.av_infonce.weight=1.0).")
     for name, params in objectives.items():

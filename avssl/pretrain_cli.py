@@ -12,7 +12,8 @@ from dataclasses import fields
 
 from avssl.backbones.registry import list_backbones, preset_spec
 from avssl.backbones.sizes import BACKBONE_SIZES
-from avssl.config import ConfigError, PretrainConfig, available_recipes, load_config, recipe_text, to_yaml
+from avssl.config import PretrainConfig, available_recipes, load_config, recipe_text, to_yaml
+from avssl.errors import ConfigError
 
 OPTIONS = {
     "--help": "show this help and exit (also -h)",

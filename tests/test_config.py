@@ -232,3 +232,10 @@ def test_cli_prints_the_resolved_config_and_creates_nothing(tmp_path, capsys, mo
     assert list(tmp_path.iterdir()) == []
     assert main(["--print-config", "optim.lr=-1"]) == 2
     assert "optim.lr=-1" in capsys.readouterr().err
+
+
+def test_config_error_has_one_definition_importable_without_the_config_schema():
+    code = ("import sys; from avssl.errors import ConfigError; import avssl.objectives.registry as r; "
+            "assert r.ConfigError is ConfigError; assert 'avssl.config' not in sys.modules; "
+            "import avssl.config; assert avssl.config.ConfigError is ConfigError")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -23,6 +23,8 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from avssl.errors import ConfigError
+
 DEFAULT_WEIGHT = 1.0
 
 
@@ -86,8 +88,6 @@ def check_objective_config(name: str, params: Any) -> None:
     Raises:
         ConfigError: unknown objective or parameter, or a weight that is not a number >= 0.
     """
-    from avssl.config import ConfigError
-
     if name not in OBJECTIVES:
         match = difflib.get_close_matches(name, list(OBJECTIVES), n=1, cutoff=0.5)
         hint = f" Did you mean '{match[0]}'?" if match else ""
@@ -112,8 +112,6 @@ def build_objective(name: str, params: dict[str, Any], backbone: nn.Module) -> t
     Raises:
         ConfigError: as `check_objective_config`, or a value the objective rejects.
     """
-    from avssl.config import ConfigError
-
     check_objective_config(name, params)
     cls = OBJECTIVES[name]
     kwargs = {k: v for k, v in params.items() if k != "weight"}
