@@ -27,7 +27,7 @@ from avssl.backbones.spec import BackboneSpec
 from avssl.backbones.tokenizers import POS_EMBEDS
 from avssl.errors import ConfigError  # also importable from here, as before
 from avssl.lightning_options import accelerator_problem, precision_problem
-from avssl.objectives import check_objective_config
+from avssl.objectives import check_objective_config, objective_weight
 from avssl.schema import all_positive, count_or_fraction, each, flag_or_count, in_range, non_negative, one_of, positive, satisfies
 from datamodules.policies import DataPolicies
 from datamodules.preprocessing import Preprocessing
@@ -336,7 +336,7 @@ def _check_cnn(config: PretrainConfig) -> None:
     if masking.audio_ratio or masking.video_ratio:
         raise ConfigError(f"backbone.kind=cnn with masking.audio_ratio={masking.audio_ratio}, masking.video_ratio="
                           f"{masking.video_ratio}: CNN towers do not drop tokens; set both to 0.")
-    if "masked_reconstruction" in config.objectives and config.objectives["masked_reconstruction"].get("weight", 1.0):
+    if "masked_reconstruction" in config.objectives and objective_weight("masked_reconstruction", config.objectives["masked_reconstruction"]):
         raise ConfigError("backbone.kind=cnn with objectives.masked_reconstruction: masked reconstruction needs a "
                           "transformer backbone; remove it or set its weight to 0.")
 

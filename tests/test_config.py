@@ -48,6 +48,8 @@ def test_recipe_from_a_path(tmp_path):
         (["recipe=/nope/missing.yaml"], r"recipe=/nope/missing.yaml: no such file"),
         (["objectives.av_infonce.temprature=0.1"], r"objectives.av_infonce.temprature.*Did you mean 'temperature'"),
         (["objectives.contrastive.weight=1"], r"objectives.contrastive: unknown objective"),
+        # the default recipe's CNN towers: the weight is checked before it decides anything
+        (["objectives.masked_reconstruction.weight=abc"], r"objectives.masked_reconstruction.weight=abc: must be a number >= 0"),
         (["recipe=cav_mae_demo", "data.preprocessing.frame_size=70"], r"data.preprocessing.frame_size=70 is not divisible by backbone.video_patch\[1\]=16"),
         (["lr"], r"'lr': expected key=value"),
     ],

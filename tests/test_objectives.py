@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from avssl.backbones import AudioVisualEncoder, BackboneSpec
 from avssl.config import ConfigError
-from avssl.objectives import OBJECTIVES, build_objective, register_objective
+from avssl.objectives import OBJECTIVES, build_objective, objective_weight, register_objective
 from avssl.objectives.contrastive import AVInfoNCE
 from avssl.objectives.masked import masked_patch_mse
 
@@ -138,3 +138,12 @@ def test_registry_rejects_a_second_registration_of_a_name():
 def test_bad_objective_settings_name_the_key(name, params, message):
     with pytest.raises(ConfigError, match=message):
         build_objective(name, params, AudioVisualEncoder(SPEC))
+
+
+def test_an_objective_weight_is_read_and_checked_in_one_place():
+    assert objective_weight("av_infonce", {}) == 1.0  # the default
+    assert objective_weight("av_infonce", {"weight": 0}) == 0.0 and isinstance(objective_weight("av_infonce", {"weight": 2}), float)
+    with pytest.raises(ConfigError, match=r"objectives.av_infonce.weight=True: must be a number >= 0"):
+        objective_weight("av_infonce", {"weight": True})
+    _, weight = build_objective("av_infonce", {"weight": 3, "gather_distributed": False}, AudioVisualEncoder(SPEC))
+    assert weight == 3.0

@@ -18,6 +18,7 @@ from __future__ import annotations
 import abc
 import difflib
 import inspect
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,6 +83,20 @@ def _user_parameters(cls: type[Objective]) -> dict[str, inspect.Parameter]:
     return {k: p for k, p in params.items() if k not in ("self", "backbone")}
 
 
+def objective_weight(name: str, params: Mapping[str, Any]) -> float:
+    """The weight of the ``objectives.<name>`` entry `params` (1.0 when it sets none); 0 turns it off.
+
+    Every reader of an objective's weight goes through here, so the default and the check live once.
+
+    Raises:
+        ConfigError: the weight is not a number >= 0.
+    """
+    weight = params.get("weight", DEFAULT_WEIGHT)
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
+        raise ConfigError(f"objectives.{name}.weight={weight}: must be a number >= 0 (0 turns the objective off).")
+    return float(weight)
+
+
 def check_objective_config(name: str, params: Any) -> None:
     """Checks an ``objectives.<name>`` entry without building it.
 
@@ -94,9 +109,7 @@ def check_objective_config(name: str, params: Any) -> None:
         raise ConfigError(f"objectives.{name}: unknown objective.{hint} Registered objectives: {', '.join(sorted(OBJECTIVES))}.")
     if not isinstance(params, dict):
         raise ConfigError(f"objectives.{name}: expected a mapping like {{weight: 1.0, ...}}, got {params!r}.")
-    weight = params.get("weight", DEFAULT_WEIGHT)
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
-        raise ConfigError(f"objectives.{name}.weight={weight}: must be a number >= 0.")
+    objective_weight(name, params)
     allowed = _user_parameters(OBJECTIVES[name])
     for key in params:
         if key != "weight" and key not in allowed:
@@ -121,4 +134,4 @@ def build_objective(name: str, params: dict[str, Any], backbone: nn.Module) -> t
         objective = cls(**kwargs)
     except ValueError as err:
         raise ConfigError(f"objectives.{name}: {err}") from None
-    return objective, float(params.get("weight", DEFAULT_WEIGHT))
+    return objective, objective_weight(name, params)
