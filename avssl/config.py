@@ -15,19 +15,20 @@ from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, Optional
 
+import torch
 import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from avssl.backbones.block import ATTENTION_KERNELS
 from avssl.backbones.cnn import AUDIO_TOWERS, VIDEO_TOWERS
-from avssl.backbones.registry import ENCODER_KINDS
+from avssl.backbones.registry import ENCODER_KINDS, build_encoder
 from avssl.backbones.sizes import BACKBONE_SIZES
 from avssl.backbones.spec import BackboneSpec
 from avssl.backbones.tokenizers import POS_EMBEDS
 from avssl.errors import ConfigError  # also importable from here, as before
 from avssl.lightning_options import accelerator_problem, precision_problem
-from avssl.objectives import check_objective_config, objective_weight
+from avssl.objectives import build_objective, check_objective_config, objective_weight
 from avssl.schema import all_positive, count_or_fraction, each, flag_or_count, in_range, non_negative, one_of, positive, satisfies
 from datamodules.policies import DataPolicies
 from datamodules.preprocessing import Preprocessing
@@ -341,11 +342,22 @@ def _check_cnn(config: PretrainConfig) -> None:
                           "transformer backbone; remove it or set its weight to 0.")
 
 
-def _check_objectives(objectives: dict[str, Any]) -> None:
+def _check_objectives(objectives: dict[str, Any], spec: BackboneSpec) -> None:
+    """Each entry's name, keys and value types, then the checks of its ``__init__`` (the module's build).
+
+    The objectives are built on torch's meta device: parameters without storage, so a value the
+    objective rejects (``temperature=-1``, a decoder width its heads do not divide) stops the run
+    here, before any work, at the cost of constructing the modules but not of allocating them.
+    """
     if not objectives:
         raise ConfigError("objectives: the recipe lists no objective; add at least one (e.g. objectives.av_infonce.weight=1.0).")
     for name, params in objectives.items():
         check_objective_config(name, params)
+    with torch.device("meta"):
+        backbone = build_encoder(spec)
+        for name, params in objectives.items():
+            if objective_weight(name, params):  # as in the module: an objective turned off is not built
+                build_objective(name, params, backbone)
 
 
 def _yaml_problem(err: yaml.YAMLError) -> str:
@@ -411,9 +423,9 @@ def load_config(args: list[str]) -> PretrainConfig:
         raise _explain_omegaconf_error(err, "the merged config") from None
     _check_constraints(config, "")
     _check_data(config.data)
+    spec = config.backbone.resolve(config.data.preprocessing)
     _check_cnn(config)
-    _check_objectives(config.objectives)
-    config.backbone.resolve(config.data.preprocessing)
+    _check_objectives(config.objectives, spec)
     return config
 
 

@@ -170,6 +170,8 @@ def test_a_recipe_that_is_not_valid_yaml_names_the_file_and_line(tmp_path):
         (["optim.betas=[0.9]"], "optim.betas=[0.9]: must be a list of 2 values"),
         (["trainer.precision=bogus"], "trainer.precision=bogus: must be one of"),
         (["trainer.accelerator=gpu"], "no GPU was found on this machine"),
+        (["objectives.av_infonce.temperature=abc"], "objectives.av_infonce.temperature=abc: must be a float (e.g. 0.05)"),
+        (["objectives.av_infonce.temperature=-1"], "objectives.av_infonce: temperature=-1: must be > 0"),
         (["--bogus"], "--bogus: unknown option"),
         (["--list-recipes", "--print-config"], "give one of them at a time"),
     ],
@@ -241,3 +243,29 @@ def test_config_error_has_one_definition_importable_without_the_config_schema():
             "assert r.ConfigError is ConfigError; assert 'avssl.config' not in sys.modules; "
             "import avssl.config; assert avssl.config.ConfigError is ConfigError")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["objectives.av_infonce.temperature=abc"], "objectives.av_infonce.temperature=abc: must be a float (e.g. 0.05)"),
+        (["objectives.av_infonce.temperature=true"], "objectives.av_infonce.temperature=true: must be a float"),
+        (["objectives.av_infonce.projection_dim=1.5"], "objectives.av_infonce.projection_dim=1.5: must be an integer (e.g. 128)"),
+        (["objectives.av_infonce.projection_dim=null"], "objectives.av_infonce.projection_dim=null: must be an integer"),
+        (["objectives.av_infonce.gather_distributed=1"], "objectives.av_infonce.gather_distributed=1: must be true or false"),
+        (["recipe=cav_mae_demo", "objectives.masked_reconstruction.norm_pix_loss=yes please"],
+         "objectives.masked_reconstruction.norm_pix_loss=yes please: must be true or false"),
+        # values the objective's __init__ rejects are found by load_config too, before any work
+        (["objectives.av_infonce.projection_dim=-1"], "objectives.av_infonce: projection_dim=-1: must be >= 0"),
+        (["recipe=cav_mae_demo", "objectives.masked_reconstruction.decoder_dim=30"], "decoder_dim=30 must be divisible by decoder_heads=4"),
+    ],
+)
+def test_objective_settings_are_type_checked_and_validated_by_load_config(args, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(args)
+
+
+def test_objective_settings_accept_an_integer_for_a_float_and_skip_objectives_turned_off():
+    assert load_config(["objectives.av_infonce.temperature=1"]).objectives["av_infonce"]["temperature"] == 1
+    # off: not built, as in the module (masked reconstruction cannot be built on CNN towers)
+    load_config(["objectives.masked_reconstruction.weight=0"])

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from avssl.backbones import AudioVisualEncoder, BackboneSpec
 from avssl.config import ConfigError
-from avssl.objectives import OBJECTIVES, build_objective, objective_weight, register_objective
+from avssl.objectives import OBJECTIVES, build_objective, check_objective_config, objective_weight, register_objective
 from avssl.objectives.contrastive import AVInfoNCE
 from avssl.objectives.masked import masked_patch_mse
 
@@ -132,6 +132,8 @@ def test_registry_rejects_a_second_registration_of_a_name():
         ("av_infonce", {"weight": -1}, r"objectives.av_infonce.weight=-1: must be a number >= 0"),
         ("av_infonce", {"temperature": -0.5}, r"objectives.av_infonce: temperature=-0.5: must be > 0"),
         ("av_infonce", {"projection_dim": -1}, r"objectives.av_infonce: projection_dim=-1: must be >= 0"),
+        ("av_infonce", {"temperature": "abc"}, r"objectives.av_infonce.temperature=abc: must be a float \(e.g. 0.05\)"),
+        ("masked_reconstruction", {"decoder_depth": 2.5}, r"objectives.masked_reconstruction.decoder_depth=2.5: must be an integer"),
         ("masked_reconstruction", {"decoder_dim": 30, "decoder_heads": 4}, "divisible"),
     ],
 )
@@ -147,3 +149,8 @@ def test_an_objective_weight_is_read_and_checked_in_one_place():
         objective_weight("av_infonce", {"weight": True})
     _, weight = build_objective("av_infonce", {"weight": 3, "gather_distributed": False}, AudioVisualEncoder(SPEC))
     assert weight == 3.0
+
+
+@pytest.mark.parametrize("name", sorted(OBJECTIVES))
+def test_every_objective_has_type_annotations_the_config_check_can_read(name):
+    check_objective_config(name, {})  # resolves the annotations of its __init__

@@ -18,6 +18,7 @@ from __future__ import annotations
 import abc
 import difflib
 import inspect
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from avssl.errors import ConfigError
+from avssl.value_types import as_typed, type_problem
 
 DEFAULT_WEIGHT = 1.0
 
@@ -83,6 +85,20 @@ def _user_parameters(cls: type[Objective]) -> dict[str, inspect.Parameter]:
     return {k: p for k, p in params.items() if k not in ("self", "backbone")}
 
 
+def _check_types(name: str, params: Mapping[str, Any]) -> None:
+    """Each given argument fits the annotation of its ``__init__`` parameter (`avssl.value_types`)."""
+    cls = OBJECTIVES[name]
+    annotations = typing.get_type_hints(cls.__init__)
+    for key, parameter in _user_parameters(cls).items():
+        if key not in params or key not in annotations:
+            continue
+        example = None if parameter.default is inspect.Parameter.empty else parameter.default
+        problem = type_problem(params[key], annotations[key], example)
+        if problem:
+            raise ConfigError(f"objectives.{name}.{key}={as_typed(params[key])}: {problem}; set it in the recipe or override "
+                              f"it (objectives.{name}.{key}=...).")
+
+
 def objective_weight(name: str, params: Mapping[str, Any]) -> float:
     """The weight of the ``objectives.<name>`` entry `params` (1.0 when it sets none); 0 turns it off.
 
@@ -101,7 +117,8 @@ def check_objective_config(name: str, params: Any) -> None:
     """Checks an ``objectives.<name>`` entry without building it.
 
     Raises:
-        ConfigError: unknown objective or parameter, or a weight that is not a number >= 0.
+        ConfigError: unknown objective or parameter, a weight that is not a number >= 0, or an argument
+            whose type does not fit the ``__init__`` annotation (e.g. ``temperature=abc``).
     """
     if name not in OBJECTIVES:
         match = difflib.get_close_matches(name, list(OBJECTIVES), n=1, cutoff=0.5)
@@ -117,6 +134,7 @@ def check_objective_config(name: str, params: Any) -> None:
             match = difflib.get_close_matches(key, options, n=1, cutoff=0.5)
             hint = f" Did you mean '{match[0]}'?" if match else ""
             raise ConfigError(f"objectives.{name}.{key}: unknown parameter.{hint} Allowed: {', '.join(options)}.")
+    _check_types(name, params)
 
 
 def build_objective(name: str, params: dict[str, Any], backbone: nn.Module) -> tuple[Objective, float]:
