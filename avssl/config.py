@@ -15,28 +15,25 @@ from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, Optional
 
+import torch
 import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
-from avssl.backbones.block import ATTENTION_KERNELS
-from avssl.backbones.cnn import AUDIO_TOWERS, VIDEO_TOWERS
+from avssl.backbone_config import BackboneConfig
 from avssl.backbones.masking import MaskSpec
-from avssl.backbones.registry import ENCODER_KINDS
-from avssl.backbones.sizes import BACKBONE_SIZES
+from avssl.backbones.registry import build_encoder
 from avssl.backbones.spec import BackboneSpec
-from avssl.backbones.tokenizers import POS_EMBEDS
+from avssl.errors import ConfigError  # also importable from here, as before
 from avssl.lightning_options import accelerator_problem, precision_problem
-from avssl.schema import all_positive, count_or_fraction, each, flag_or_count, in_range, non_negative, one_of, positive, satisfies
+from avssl.objectives import build_objective, check_objective_config, objective_weight
+from avssl.objectives.contract import check_objectives_fit
+from avssl.schema import count_or_fraction, each, flag_or_count, in_range, non_negative, one_of, positive, satisfies
 from datamodules.policies import DataPolicies
 from datamodules.preprocessing import Preprocessing
 from datamodules.sampling import SAMPLING_MODES
 from datamodules.sources import SourceConfig
 from datamodules.views import offset_range_problem
-
-
-class ConfigError(ValueError):
-    """A recipe or override the run cannot start with; the message names the key and the fix."""
 
 
 @dataclass
@@ -82,85 +79,6 @@ class DataConfig:
         if self.root is not None:
             return replace(self.source, kind="folder", path=self.root)
         return self.source if self.source.path is not None else None
-
-
-@dataclass
-class BackboneConfig:
-    """The encoder: a named size and layout (docs/backbones.md).
-
-    ``size`` names an entry of `BACKBONE_SIZES`; any size field may be overridden (None: the size's value).
-    """
-
-    size: str = field(default="base", metadata=one_of(BACKBONE_SIZES))
-    embed_dim: Optional[int] = field(default=None, metadata=positive())
-    num_heads: Optional[int] = field(default=None, metadata=positive())
-    modality_specific_depth: Optional[int] = field(default=None, metadata=non_negative())
-    shared_depth: Optional[int] = field(default=None, metadata=positive())
-    mlp_ratio: float = field(default=4.0, metadata=positive())
-    qkv_bias: bool = True
-    norm_eps: float = field(default=1e-5, metadata=positive())
-    audio_patch: list[int] = field(default_factory=lambda: [16, 16], metadata=all_positive())  # (freq, time)
-    video_patch: list[int] = field(default_factory=lambda: [1, 16, 16], metadata=all_positive())  # (t, h, w)
-    # encoder layout (avssl.backbones.registry): cav_mae (specific then shared layers), shared
-    # (one stack for both modalities, VATT), bottleneck (MBT fusion after modality_specific_depth)
-    kind: str = field(default="cav_mae", metadata=one_of(ENCODER_KINDS))
-    drop_path: float = field(default=0.0, metadata=in_range(0.0, 1.0, include_high=False))  # last layer's rate
-    layer_scale_init: Optional[float] = field(default=None, metadata=positive())  # None: no LayerScale
-    attention: str = field(default="sdpa", metadata=one_of(ATTENTION_KERNELS))  # math: benchmarks only
-    # (freq, time) stride of overlapping audio patches (AST: [10, 10]); None: the patch size
-    audio_patch_stride: Optional[list[int]] = field(default=None, metadata=all_positive())
-    cls_token: bool = False  # XKD: true
-    pos_embed: str = field(default="sincos", metadata=one_of(POS_EMBEDS))  # XKD: learned
-    num_bottlenecks: int = field(default=4, metadata=non_negative())  # kind=bottleneck only (MBT: 4)
-    # an avssl export (e.g. from `python -m avssl.convert`) whose weights start the backbone; its
-    # architecture must match this section's (the MAE decoder and heads still start from scratch)
-    init_from: Optional[str] = None
-    video_tower: str = field(default="r2plus1d_18", metadata=one_of(VIDEO_TOWERS))  # kind=cnn only
-    audio_tower: str = field(default="resnet18", metadata=one_of(AUDIO_TOWERS))  # kind=cnn only
-    # channels of the first stage of the strided_conv towers (then 2x, 4x, 8x); kind=cnn only
-    tower_width: int = field(default=32, metadata=positive())
-
-    def resolve(self, pre: Preprocessing) -> BackboneSpec:
-        """The full architecture for inputs shaped by `pre`."""
-        sizes = dict(BACKBONE_SIZES[self.size])
-        for name in sizes:
-            if getattr(self, name) is not None:
-                sizes[name] = getattr(self, name)
-        if self.kind != "cnn":  # CNN towers pool globally: any input size, no patches or heads
-            self._check_transformer_sizes(pre, sizes)
-        return BackboneSpec(
-            **sizes,
-            mlp_ratio=self.mlp_ratio,
-            qkv_bias=self.qkv_bias,
-            norm_eps=self.norm_eps,
-            audio_frames=pre.audio_frames,
-            num_mel_bins=pre.num_mel_bins,
-            audio_patch=list(self.audio_patch),
-            num_frames=pre.num_frames,
-            frame_size=pre.frame_size,
-            video_patch=list(self.video_patch),
-            kind=self.kind,
-            drop_path=self.drop_path,
-            layer_scale_init=self.layer_scale_init,
-            attention=self.attention,
-            audio_patch_stride=None if self.audio_patch_stride is None else list(self.audio_patch_stride),
-            cls_token=self.cls_token,
-            pos_embed=self.pos_embed,
-            num_bottlenecks=self.num_bottlenecks,
-            video_tower=self.video_tower,
-            audio_tower=self.audio_tower,
-            tower_width=self.tower_width,
-        )
-
-    def _check_transformer_sizes(self, pre: Preprocessing, sizes: dict[str, int]) -> None:
-        """Patches must tile the inputs and heads must divide the width."""
-        if self.audio_patch_stride is None:  # overlapping patches cover any length >= the patch
-            _check_divisible("data.preprocessing.num_mel_bins", pre.num_mel_bins, "backbone.audio_patch[0]", self.audio_patch[0])
-            _check_divisible("data.preprocessing.audio_frames", pre.audio_frames, "backbone.audio_patch[1]", self.audio_patch[1])
-        _check_divisible("data.preprocessing.num_frames", pre.num_frames, "backbone.video_patch[0]", self.video_patch[0])
-        _check_divisible("data.preprocessing.frame_size", pre.frame_size, "backbone.video_patch[1]", self.video_patch[1])
-        _check_divisible("data.preprocessing.frame_size", pre.frame_size, "backbone.video_patch[2]", self.video_patch[2])
-        _check_divisible("backbone.embed_dim", sizes["embed_dim"], "backbone.num_heads", sizes["num_heads"])
 
 
 @dataclass
@@ -268,11 +186,6 @@ class PretrainConfig:
     health: HealthConfig = field(default_factory=HealthConfig)
 
 
-def _check_divisible(key: str, value: int, by_key: str, by: int) -> None:
-    if value % by != 0:
-        raise ConfigError(f"{key}={value} is not divisible by {by_key}={by}; change one of them so it is.")
-
-
 def available_recipes(pattern: str = "*") -> list[str]:
     """Names of the recipes shipped with avssl (``recipe=NAME``), those matching a shell-style `pattern`.
 
@@ -353,15 +266,24 @@ def _check_data(data: DataConfig) -> None:
                           "(data.root=DIR is the shorthand for a folder source).")
 
 
-def _check_objectives(config: PretrainConfig) -> None:
-    from avssl.objectives import check_objective_config
-    from avssl.objectives.contract import check_objectives_fit
+def _check_objectives(config: PretrainConfig, spec: BackboneSpec) -> None:
+    """Each entry's name, keys and value types; whether it fits the backbone kind and the passes
+    (`avssl.objectives.contract`); then the checks of its ``__init__`` (the module's build).
 
+    The objectives are built on torch's meta device: parameters without storage, so a value the
+    objective rejects (``temperature=-1``, a decoder width its heads do not divide) stops the run
+    here, before any work, at the cost of constructing the modules but not of allocating them.
+    """
     if not config.objectives:
         raise ConfigError("objectives: the recipe lists no objective; add at least one (e.g. objectives.av_infonce.weight=1.0).")
     for name, params in config.objectives.items():
         check_objective_config(name, params)
-    check_objectives_fit(config)
+    check_objectives_fit(config, spec)
+    with torch.device("meta"):
+        backbone = build_encoder(spec)
+        for name, params in config.objectives.items():
+            if objective_weight(name, params):  # as in the module: an objective turned off is not built
+                build_objective(name, params, backbone)
 
 
 def _yaml_problem(err: yaml.YAMLError) -> str:
@@ -427,8 +349,8 @@ def load_config(args: list[str]) -> PretrainConfig:
         raise _explain_omegaconf_error(err, "the merged config") from None
     _check_constraints(config, "")
     _check_data(config.data)
-    _check_objectives(config)
-    config.backbone.resolve(config.data.preprocessing)
+    spec = config.backbone.resolve(config.data.preprocessing)
+    _check_objectives(config, spec)
     return config
 
 

@@ -19,8 +19,7 @@ from torch import Tensor, nn
 
 from avssl.backbones.registry import build_encoder
 from avssl.config import PretrainConfig, from_dict
-from avssl.objectives import build_objective
-from avssl.objectives.registry import DEFAULT_WEIGHT
+from avssl.objectives import build_objective, objective_weight
 from avssl.optim import build_optimizer, build_scheduler
 
 
@@ -42,7 +41,7 @@ class AVPretrainModule(pl.LightningModule):
         self.objectives = nn.ModuleDict()
         self.weights: dict[str, float] = {}
         for name, params in config.objectives.items():
-            if not dict(params).get("weight", DEFAULT_WEIGHT):
+            if not objective_weight(name, params):
                 continue  # turned off: not built at all (it may need parts this backbone lacks)
             self.objectives[name], self.weights[name] = build_objective(name, dict(params), self.backbone)
         # each pass some objective reads runs once per step (avssl.objectives.Objective)

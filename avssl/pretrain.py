@@ -27,8 +27,9 @@ from avssl.atomic_files import remove_partial_files
 from avssl.backbones.spec import BackboneSpec
 from avssl.callbacks import AtomicCheckpointIO, ChanceMonitor, DataReportCallback, LastCheckpoint, LinearProbeCallback
 from avssl.callbacks.progress import progress_callbacks
-from avssl.config import ConfigError, PretrainConfig, load_config, to_yaml
+from avssl.config import PretrainConfig, load_config, to_yaml
 from avssl.console import quiet_lightning
+from avssl.errors import ConfigError
 from avssl.evaluation.linear_probe import FEATURE_SETS
 from avssl.export import export_encoder
 from avssl.loading import load_backbone

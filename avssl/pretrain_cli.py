@@ -12,12 +12,13 @@ from dataclasses import fields
 
 from avssl.backbones.registry import list_backbones, preset_spec
 from avssl.backbones.sizes import BACKBONE_SIZES
-from avssl.config import ConfigError, PretrainConfig, available_recipes, load_config, recipe_text, to_yaml
+from avssl.config import PretrainConfig, available_recipes, load_config, recipe_text, to_yaml
+from avssl.errors import ConfigError
 
 OPTIONS = {
     "--help": "show this help and exit (also -h)",
     "--list-recipes": "list the shipped recipes (recipe=NAME) and exit",
-    "--list-presets": "list the backbone sizes (backbone.size=NAME) and presets (avssl.create_backbone) and exit",
+    "--list-presets": "list the backbone presets (backbone.preset=NAME) and sizes (backbone.size=NAME) and exit",
     "--print-config": "print the resolved, validated config of the recipe and overrides as YAML and exit",
 }
 _ALIASES = {"-h": "--help"}
@@ -119,5 +120,6 @@ def presets_listing() -> str:
     for name in list_backbones():
         spec = preset_spec(name)
         presets.append(f"  {name:<20}  kind={spec.kind} embed_dim={spec.embed_dim}")
-    return "\n".join(["backbone sizes (backbone.size=NAME in a recipe or override):", *sizes, "",
-                      "backbone presets (avssl.create_backbone(NAME); docs/backbones.md):", *presets])
+    return "\n".join(["backbone sizes (backbone.size=NAME in a recipe or override; the cav_mae layout):", *sizes, "",
+                      "backbone presets (backbone.preset=NAME in a recipe or override, avssl.create_backbone(NAME); "
+                      "docs/backbones.md):", *presets])

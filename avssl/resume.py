@@ -11,7 +11,7 @@ from pathlib import Path
 
 from torch import nn
 
-from avssl.config import ConfigError
+from avssl.errors import ConfigError
 from avssl.torch_files import load_torch_file, weights_mismatch
 from datamodules.pretrain import AVPretrainDataModule
 

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from avssl.config import ConfigError, PretrainConfig
+from avssl.config import PretrainConfig
+from avssl.errors import ConfigError
 
 RUN_DIR_ENV = "AVSSL_RUN_DIR_OF_RANK_0"
 

@@ -49,6 +49,8 @@ def test_recipe_from_a_path(tmp_path):
         (["recipe=/nope/missing.yaml"], r"recipe=/nope/missing.yaml: no such file"),
         (["objectives.av_infonce.temprature=0.1"], r"objectives.av_infonce.temprature.*Did you mean 'temperature'"),
         (["objectives.contrastive.weight=1"], r"objectives.contrastive: unknown objective"),
+        # the default recipe's CNN towers: the weight is checked before it decides anything
+        (["objectives.masked_reconstruction.weight=abc"], r"objectives.masked_reconstruction.weight=abc: must be a number >= 0"),
         (["recipe=cav_mae_demo", "data.preprocessing.frame_size=70"], r"data.preprocessing.frame_size=70 is not divisible by backbone.video_patch\[1\]=16"),
         (["lr"], r"'lr': expected key=value"),
     ],
@@ -169,6 +171,8 @@ def test_a_recipe_that_is_not_valid_yaml_names_the_file_and_line(tmp_path):
         (["optim.betas=[0.9]"], "optim.betas=[0.9]: must be a list of 2 values"),
         (["trainer.precision=bogus"], "trainer.precision=bogus: must be one of"),
         (["trainer.accelerator=gpu"], "no GPU was found on this machine"),
+        (["objectives.av_infonce.temperature=abc"], "objectives.av_infonce.temperature=abc: must be a float (e.g. 0.05)"),
+        (["objectives.av_infonce.temperature=-1"], "objectives.av_infonce: temperature=-1: must be > 0"),
         (["--bogus"], "--bogus: unknown option"),
         (["--list-recipes", "--print-config"], "give one of them at a time"),
     ],
@@ -233,3 +237,124 @@ def test_cli_prints_the_resolved_config_and_creates_nothing(tmp_path, capsys, mo
     assert list(tmp_path.iterdir()) == []
     assert main(["--print-config", "optim.lr=-1"]) == 2
     assert "optim.lr=-1" in capsys.readouterr().err
+
+
+def test_config_error_has_one_definition_importable_without_the_config_schema():
+    code = ("import sys; from avssl.errors import ConfigError; import avssl.objectives.registry as r; "
+            "assert r.ConfigError is ConfigError; assert 'avssl.config' not in sys.modules; "
+            "import avssl.config; assert avssl.config.ConfigError is ConfigError")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["objectives.av_infonce.temperature=abc"], "objectives.av_infonce.temperature=abc: must be a float (e.g. 0.05)"),
+        (["objectives.av_infonce.temperature=true"], "objectives.av_infonce.temperature=true: must be a float"),
+        (["objectives.av_infonce.projection_dim=1.5"], "objectives.av_infonce.projection_dim=1.5: must be an integer (e.g. 128)"),
+        (["objectives.av_infonce.projection_dim=null"], "objectives.av_infonce.projection_dim=null: must be an integer"),
+        (["objectives.av_infonce.gather_distributed=1"], "objectives.av_infonce.gather_distributed=1: must be true or false"),
+        (["recipe=cav_mae_demo", "objectives.masked_reconstruction.norm_pix_loss=yes please"],
+         "objectives.masked_reconstruction.norm_pix_loss=yes please: must be true or false"),
+        # values the objective's __init__ rejects are found by load_config too, before any work
+        (["objectives.av_infonce.projection_dim=-1"], "objectives.av_infonce: projection_dim=-1: must be >= 0"),
+        (["recipe=cav_mae_demo", "objectives.masked_reconstruction.decoder_dim=30"], "decoder_dim=30 must be divisible by decoder_heads=4"),
+    ],
+)
+def test_objective_settings_are_type_checked_and_validated_by_load_config(args, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(args)
+
+
+def test_objective_settings_accept_an_integer_for_a_float_and_skip_objectives_turned_off():
+    assert load_config(["objectives.av_infonce.temperature=1"]).objectives["av_infonce"]["temperature"] == 1
+    # off: not built, as in the module (masked reconstruction cannot be built on CNN towers)
+    load_config(["objectives.masked_reconstruction.weight=0"])
+
+
+def _spec(args):
+    config = load_config(args)
+    return config.backbone.resolve(config.data.preprocessing)
+
+
+def test_backbone_preset_selects_any_registered_preset_then_fields_override_it(tmp_path):
+    from dataclasses import replace
+
+    from avssl.backbones.registry import preset_spec
+
+    inputs = dict(audio_frames=192, num_mel_bins=64, num_frames=8, frame_size=64)  # from data.preprocessing
+    demo = ["data.preprocessing.num_mel_bins=64", "data.preprocessing.audio_frames=192", "data.preprocessing.num_frames=8",
+            "data.preprocessing.frame_size=64", "data.preprocessing.clip_seconds=2.0"]
+    assert _spec([*demo, "backbone.preset=xkd_tiny", "backbone.embed_dim=64"]) == preset_spec("xkd_tiny", embed_dim=64, **inputs)
+    assert _spec([*demo, "backbone.preset=mbt_small"]) == preset_spec("mbt_small", **inputs)
+    assert _spec([*demo, "backbone.preset=strided_conv", "backbone.tower_width=8"]) == preset_spec("strided_conv", tower_width=8, **inputs)
+    recipe = tmp_path / "xkd.yaml"
+    recipe.write_text("backbone: {preset: xkd_tiny, drop_path: 0.1}\nobjectives: {av_infonce: {weight: 1.0}}\n")
+    spec = _spec([f"recipe={recipe}", *demo])
+    assert spec == replace(preset_spec("xkd_tiny", **inputs), drop_path=0.1)
+    # without a preset: backbone.size (default base) of the cav_mae layout, as before presets existed
+    assert _spec([*demo, "backbone.preset=null", "backbone.size=small", "backbone.kind=shared"]) == preset_spec("shared_small", **inputs)
+    assert _spec(["recipe=cav_mae"]) == preset_spec("cav_mae_base")  # CAV-MAE's inputs are BackboneSpec's defaults
+    # the default recipe's backbone is a preset, so another one from the command line is that preset alone
+    assert _spec(["backbone.preset=xkd_tiny"]) == preset_spec("xkd_tiny", audio_frames=192, num_mel_bins=64, num_frames=4, frame_size=64)
+    # a recipe's size agrees with a preset of that size
+    assert _spec(["recipe=cav_mae_demo", "backbone.preset=xkd_tiny"]).cls_token is True
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["backbone.preset=xkd_huge"], "backbone.preset=xkd_huge: must be one of ['cav_mae_tiny'"),
+        (["backbone.size=small"], "backbone.preset=strided_conv and backbone.size=small"),  # the default recipe's preset
+        (["recipe=cav_mae", "backbone.preset=xkd_small"], "backbone.preset=xkd_small and backbone.size=base: the preset sets its own size; keep one of them (backbone.size=null"),
+        (["backbone.preset=xkd_base", "backbone.shared_depth=-1"], "backbone.shared_depth=-1: must be >= 0"),
+        (["backbone.preset=xkd_base", "backbone.pos_embed=rope"], "backbone.pos_embed=rope: must be one of ['sincos', 'learned']"),
+        (["backbone.preset=xkd_base", "backbone.video_patch=[2,16,16]", "data.preprocessing.num_frames=3"],
+         "data.preprocessing.num_frames=3 is not divisible by backbone.video_patch[0]=2"),
+    ],
+)
+def test_bad_backbone_presets_and_overrides_name_the_key(args, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(args)
+
+
+def test_every_backbone_field_is_declared_once_in_the_spec_and_overridable():
+    from dataclasses import fields
+
+    from avssl.backbone_config import INPUT_FIELDS, BackboneConfig
+    from avssl.backbones.spec import BackboneSpec
+
+    spec_fields = [f.name for f in fields(BackboneSpec)]
+    assert [f.name for f in fields(BackboneConfig)] == ["preset", "size", "init_from",
+                                                        *[name for name in spec_fields if name not in INPUT_FIELDS]]
+    assert all(f.default is None for f in fields(BackboneConfig))  # None: the preset's value
+    assert {f.name for f in fields(BackboneConfig) if "check" in f.metadata} - {"preset", "size"} <= set(spec_fields)
+
+
+def test_a_checkpoint_config_with_the_backbone_keys_of_before_presets_still_loads():
+    from avssl.backbones.registry import preset_spec
+    from avssl.config import from_dict
+
+    # the backbone section as checkpoints stored it before backbone.preset existed (recipe=cav_mae_demo)
+    stored = {"size": "tiny", "embed_dim": None, "num_heads": None, "modality_specific_depth": None, "shared_depth": None,
+              "mlp_ratio": 4.0, "qkv_bias": True, "norm_eps": 1e-5, "audio_patch": [16, 16], "video_patch": [2, 16, 16],
+              "kind": "cav_mae", "drop_path": 0.0, "layer_scale_init": None, "attention": "sdpa", "audio_patch_stride": None,
+              "cls_token": False, "pos_embed": "sincos", "num_bottlenecks": 4, "init_from": None,
+              "video_tower": "r2plus1d_18", "audio_tower": "resnet18", "tower_width": 32}
+    config = from_dict({"backbone": stored, "data": {"preprocessing": {"num_frames": 4, "frame_size": 64, "num_mel_bins": 64,
+                                                                        "audio_frames": 192, "clip_seconds": 2.0}}})
+    assert config.backbone.resolve(config.data.preprocessing) == preset_spec(
+        "cav_mae_tiny", video_patch=[2, 16, 16], num_frames=4, frame_size=64, num_mel_bins=64, audio_frames=192)
+    assert _spec(["recipe=cav_mae_demo"]) == config.backbone.resolve(config.data.preprocessing)
+
+
+def test_cli_prints_a_config_with_a_backbone_preset(capsys):
+    from omegaconf import OmegaConf
+
+    from avssl.pretrain import main
+
+    assert main(["--print-config", "backbone.preset=strided_conv", "backbone.embed_dim=64"]) == 0
+    printed = OmegaConf.create(capsys.readouterr().out)
+    assert (printed.backbone.preset, printed.backbone.embed_dim, printed.backbone.size) == ("strided_conv", 64, None)
+    assert load_config([f"{k}={v}" for k, v in [("backbone.preset", "strided_conv"), ("backbone.embed_dim", 64)]]).backbone == \
+        load_config(["recipe=default", "backbone.preset=strided_conv", "backbone.embed_dim=64"]).backbone

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from avssl.backbones.masking import MaskSpec
 from avssl.backbones import AudioVisualEncoder, BackboneSpec
 from avssl.config import ConfigError
-from avssl.objectives import OBJECTIVES, build_objective, register_objective
+from avssl.objectives import OBJECTIVES, build_objective, check_objective_config, objective_weight, register_objective
 from avssl.objectives.contrastive import AVInfoNCE
 from avssl.objectives.masked import masked_patch_mse
 
@@ -53,7 +53,8 @@ def test_infonce_matches_naive_reference_and_is_symmetric(batch, dim, temperatur
 def test_infonce_closed_form_for_identical_orthogonal_pairs():
     n, t = 4, 0.5
     e = torch.eye(n)
-    value = AVInfoNCE(temperature=t, gather_distributed=False, projection_dim=0)({"audio_embedding": e, "video_embedding": e}, {}).losses["infonce"]
+    passes = {"unmasked": {"audio_embedding": e, "video_embedding": e}}
+    value = AVInfoNCE(temperature=t, gather_distributed=False, projection_dim=0)(passes, {}).losses["infonce"]
     expected = -math.log(math.exp(1 / t) / (math.exp(1 / t) + (2 * n - 2)))
     assert value.item() == pytest.approx(expected, rel=1e-5)
 
@@ -136,9 +137,25 @@ def test_registry_rejects_a_second_registration_of_a_name():
         ("av_infonce", {"weight": -1}, r"objectives.av_infonce.weight=-1: must be a number >= 0"),
         ("av_infonce", {"temperature": -0.5}, r"objectives.av_infonce: temperature=-0.5: must be > 0"),
         ("av_infonce", {"projection_dim": -1}, r"objectives.av_infonce: projection_dim=-1: must be >= 0"),
+        ("av_infonce", {"temperature": "abc"}, r"objectives.av_infonce.temperature=abc: must be a float \(e.g. 0.05\)"),
+        ("masked_reconstruction", {"decoder_depth": 2.5}, r"objectives.masked_reconstruction.decoder_depth=2.5: must be an integer"),
         ("masked_reconstruction", {"decoder_dim": 30, "decoder_heads": 4}, "divisible"),
     ],
 )
 def test_bad_objective_settings_name_the_key(name, params, message):
     with pytest.raises(ConfigError, match=message):
         build_objective(name, params, AudioVisualEncoder(SPEC))
+
+
+def test_an_objective_weight_is_read_and_checked_in_one_place():
+    assert objective_weight("av_infonce", {}) == 1.0  # the default
+    assert objective_weight("av_infonce", {"weight": 0}) == 0.0 and isinstance(objective_weight("av_infonce", {"weight": 2}), float)
+    with pytest.raises(ConfigError, match=r"objectives.av_infonce.weight=True: must be a number >= 0"):
+        objective_weight("av_infonce", {"weight": True})
+    _, weight = build_objective("av_infonce", {"weight": 3, "gather_distributed": False}, AudioVisualEncoder(SPEC))
+    assert weight == 3.0
+
+
+@pytest.mark.parametrize("name", sorted(OBJECTIVES))
+def test_every_objective_has_type_annotations_the_config_check_can_read(name):
+    check_objective_config(name, {})  # resolves the annotations of its __init__

@@ -2,13 +2,21 @@
 
 It is saved at the end of every epoch, every ``run.checkpoint_every_n_steps`` steps when set, at
 the last step when ``trainer.max_steps`` ends training inside an epoch, and on Ctrl-C, so it
-always holds the newest state and the data position to resume from. Every save goes through
+always holds the newest state and the data position to resume from.
+
+Ctrl-C during training does not raise at whatever line is running (a decoder call, a logger's
+write, a save): the first one asks the run to stop, and at the end of the current step the
+checkpoint is saved and training stops there, from a well-defined state (under DDP every rank
+stops at the same step). A second Ctrl-C stops at once, saving what it can. Every save goes through
 `AtomicCheckpointIO`: a kill at any moment leaves the previous ``last.ckpt`` intact.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import threading
 from pathlib import Path
 from typing import Any, Optional
 
@@ -47,7 +55,8 @@ class LastCheckpoint(Checkpoint):
 
     Attributes:
         saved_step: the global step the file holds (None: nothing saved yet by this run).
-        interrupted: True once a Ctrl-C was caught (and saved, if any step had run).
+        interrupted: True once a Ctrl-C stopped training (and the checkpoint was saved, if any
+            step had run).
     """
 
     def __init__(self, directory: str | Path, every_n_steps: int = 0) -> None:
@@ -55,14 +64,36 @@ class LastCheckpoint(Checkpoint):
         self.every_n_steps = every_n_steps
         self.saved_step: int | None = None
         self.interrupted = False
+        self._stop_requested = False
+        self._previous_handler: Any = None
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.saved_step = trainer.global_step if self.path.is_file() else None  # resumed: the file holds this step
+        if threading.current_thread() is threading.main_thread():
+            self._previous_handler = signal.signal(signal.SIGINT, self._request_stop)
+
+    def _request_stop(self, signum: int, frame: Any) -> None:
+        if self._stop_requested:  # the second Ctrl-C: stop now
+            signal.signal(signal.SIGINT, self._previous_handler)
+            raise KeyboardInterrupt
+        self._stop_requested = True
+        # os.write: a signal handler must not take the locks of logging or buffered streams
+        os.write(2, b"\nCtrl-C: saving the checkpoint after this step, then stopping (Ctrl-C again: stop at once)\n")
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         step = trainer.global_step
-        if (self.every_n_steps and step % self.every_n_steps == 0) or (trainer.max_steps > 0 and step >= trainer.max_steps):
+        stop = self._stop_requested
+        if trainer.world_size > 1:  # every rank stops at the same step, or the others would wait forever
+            stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
+        if stop or (self.every_n_steps and step % self.every_n_steps == 0) or (trainer.max_steps > 0 and step >= trainer.max_steps):
             self._save(trainer)
+        if stop:
+            raise KeyboardInterrupt  # Lightning's interrupt handling, from the end of a step
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self._previous_handler is not None:
+            signal.signal(signal.SIGINT, self._previous_handler)
+            self._previous_handler = None
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # An epoch cut short (max_steps) was saved at its last batch: saved from here, Lightning would

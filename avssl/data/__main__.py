@@ -14,7 +14,8 @@ from pathlib import Path
 
 import torch
 
-from avssl.config import ConfigError, load_config
+from avssl.config import load_config
+from avssl.errors import ConfigError
 from datamodules.errors import ClipError, DataPathError, DataSourceError, NoUsableClipsError
 from datamodules.fbank_stats import fbank_stats
 from datamodules.stream import StreamSettings

@@ -10,10 +10,12 @@ from avssl.objectives.registry import (
     ObjectiveOutput,
     build_objective,
     check_objective_config,
+    objective_weight,
     register_objective,
 )
 
 __all__ = [
-    "OBJECTIVES", "Objective", "ObjectiveOutput", "build_objective", "check_objective_config", "register_objective",
+    "OBJECTIVES", "Objective", "ObjectiveOutput", "build_objective", "check_objective_config", "objective_weight",
+    "register_objective",
     "contrastive", "health", "masked",
 ]

@@ -11,9 +11,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from avssl.backbones.registry import ENCODER_KINDS
-from avssl.objectives.registry import DEFAULT_WEIGHT, OBJECTIVES, passes_read
+from avssl.errors import ConfigError
+from avssl.objectives.registry import OBJECTIVES, objective_weight, passes_read
 
 if TYPE_CHECKING:
+    from avssl.backbones.spec import BackboneSpec
     from avssl.config import PassConfig, PretrainConfig
 
 
@@ -21,20 +23,19 @@ def _masks(spec: PassConfig) -> str:
     return f"audio.ratio={spec.audio.ratio}, video.ratio={spec.video.ratio}"
 
 
-def check_objectives_fit(config: PretrainConfig) -> None:
-    """Raises `ConfigError` for the first objective (with weight > 0) that does not fit.
+def check_objectives_fit(config: PretrainConfig, spec: BackboneSpec) -> None:
+    """Raises `ConfigError` for the first objective (with weight > 0) that does not fit `spec`
+    (the resolved backbone) and the recipe's passes.
 
     Raises:
         ConfigError: the backbone kind lacks a key the objective reads; the objective reads a pass
             the recipe does not define; a pass drops tokens on a kind that cannot; a masked
             objective reads a pass that masks nothing.
     """
-    from avssl.config import ConfigError
-
-    kind_name = config.backbone.kind
+    kind_name = spec.kind
     kind = ENCODER_KINDS[kind_name]
     for name, params in config.objectives.items():
-        if not params.get("weight", DEFAULT_WEIGHT):
+        if not objective_weight(name, params):
             continue  # turned off: not built
         cls = OBJECTIVES[name]
         missing = sorted(cls.requires - kind.OUTPUT_KEYS)

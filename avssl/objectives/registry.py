@@ -19,10 +19,15 @@ from __future__ import annotations
 import abc
 import difflib
 import inspect
+import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from torch import Tensor, nn
+
+from avssl.errors import ConfigError
+from avssl.value_types import as_typed, type_problem
 
 DEFAULT_WEIGHT = 1.0
 
@@ -93,23 +98,48 @@ def _user_parameters(cls: type[Objective]) -> dict[str, inspect.Parameter]:
     return {k: p for k, p in params.items() if k not in ("self", "backbone")}
 
 
+def _check_types(name: str, params: Mapping[str, Any]) -> None:
+    """Each given argument fits the annotation of its ``__init__`` parameter (`avssl.value_types`)."""
+    cls = OBJECTIVES[name]
+    annotations = typing.get_type_hints(cls.__init__)
+    for key, parameter in _user_parameters(cls).items():
+        if key not in params or key not in annotations:
+            continue
+        example = None if parameter.default is inspect.Parameter.empty else parameter.default
+        problem = type_problem(params[key], annotations[key], example)
+        if problem:
+            raise ConfigError(f"objectives.{name}.{key}={as_typed(params[key])}: {problem}; set it in the recipe or override "
+                              f"it (objectives.{name}.{key}=...).")
+
+
+def objective_weight(name: str, params: Mapping[str, Any]) -> float:
+    """The weight of the ``objectives.<name>`` entry `params` (1.0 when it sets none); 0 turns it off.
+
+    Every reader of an objective's weight goes through here, so the default and the check live once.
+
+    Raises:
+        ConfigError: the weight is not a number >= 0.
+    """
+    weight = params.get("weight", DEFAULT_WEIGHT)
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
+        raise ConfigError(f"objectives.{name}.weight={weight}: must be a number >= 0 (0 turns the objective off).")
+    return float(weight)
+
+
 def check_objective_config(name: str, params: Any) -> None:
     """Checks an ``objectives.<name>`` entry without building it.
 
     Raises:
-        ConfigError: unknown objective or parameter, or a weight that is not a number >= 0.
+        ConfigError: unknown objective or parameter, a weight that is not a number >= 0, or an argument
+            whose type does not fit the ``__init__`` annotation (e.g. ``temperature=abc``).
     """
-    from avssl.config import ConfigError
-
     if name not in OBJECTIVES:
         match = difflib.get_close_matches(name, list(OBJECTIVES), n=1, cutoff=0.5)
         hint = f" Did you mean '{match[0]}'?" if match else ""
         raise ConfigError(f"objectives.{name}: unknown objective.{hint} Registered objectives: {', '.join(sorted(OBJECTIVES))}.")
     if not isinstance(params, dict):
         raise ConfigError(f"objectives.{name}: expected a mapping like {{weight: 1.0, ...}}, got {params!r}.")
-    weight = params.get("weight", DEFAULT_WEIGHT)
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
-        raise ConfigError(f"objectives.{name}.weight={weight}: must be a number >= 0.")
+    objective_weight(name, params)
     allowed = _user_parameters(OBJECTIVES[name])
     for key in params:
         if key != "weight" and key not in allowed:
@@ -117,6 +147,7 @@ def check_objective_config(name: str, params: Any) -> None:
             match = difflib.get_close_matches(key, options, n=1, cutoff=0.5)
             hint = f" Did you mean '{match[0]}'?" if match else ""
             raise ConfigError(f"objectives.{name}.{key}: unknown parameter.{hint} Allowed: {', '.join(options)}.")
+    _check_types(name, params)
 
 
 PASS_PARAMETERS = ("pass_name", "pass_names")  # how an objective's __init__ names the passes it reads
@@ -138,8 +169,6 @@ def build_objective(name: str, params: dict[str, Any], backbone: nn.Module) -> t
     Raises:
         ConfigError: as `check_objective_config`, or a value the objective rejects.
     """
-    from avssl.config import ConfigError
-
     check_objective_config(name, params)
     cls = OBJECTIVES[name]
     kwargs = {k: v for k, v in params.items() if k != "weight"}
@@ -149,4 +178,4 @@ def build_objective(name: str, params: dict[str, Any], backbone: nn.Module) -> t
         objective = cls(**kwargs)
     except ValueError as err:
         raise ConfigError(f"objectives.{name}: {err}") from None
-    return objective, float(params.get("weight", DEFAULT_WEIGHT))
+    return objective, objective_weight(name, params)
