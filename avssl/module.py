@@ -46,6 +46,23 @@ class AVPretrainModule(pl.LightningModule):
             self.objectives[name], self.weights[name] = build_objective(name, dict(params), self.backbone)
         # each pass some objective reads runs once per step (avssl.objectives.Objective)
         self.passes_read = {p for objective in self.objectives.values() for p in objective.pass_names}
+        for part in self._frozen():
+            part.requires_grad_(False)
+        self.train()  # the frozen parts in eval mode from the start
+
+    def _frozen(self) -> list[nn.Module]:
+        return [part for objective in self.objectives.values() for part in objective.frozen_modules()]
+
+    def train(self, mode: bool = True) -> AVPretrainModule:
+        """As `nn.Module.train`, but the objectives' frozen parts stay in eval mode."""
+        super().train(mode)
+        for part in self._frozen():
+            part.eval()
+        return self
+
+    def configure_callbacks(self) -> list[pl.Callback]:
+        """The objectives' own callbacks (`Objective.callbacks`); Lightning adds them to the Trainer's."""
+        return [callback for objective in self.objectives.values() for callback in objective.callbacks()]
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any] | Tensor | None:
         batch_size = batch["video"].shape[0]
@@ -81,7 +98,7 @@ class AVPretrainModule(pl.LightningModule):
         return int(self.all_gather(torch.tensor(batch_size, device=self.device)).min())
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = build_optimizer(self.parameters(), self.config.optim)
+        optimizer = build_optimizer([p for p in self.parameters() if p.requires_grad], self.config.optim)
         # optimizer steps, after trainer.limit_train_batches / fast_dev_run and gradient accumulation
         total_steps = int(self.trainer.estimated_stepping_batches)  # also loads the train dataloader
         # Lightning also steps on an epoch's last, incomplete accumulation window

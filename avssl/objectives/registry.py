@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import pytorch_lightning as pl
 from torch import Tensor, nn
 
 from avssl.errors import ConfigError
@@ -64,6 +65,11 @@ class Objective(nn.Module, abc.ABC):
             (`avssl.backbones.protocol`); a backbone kind without one of them is refused at config time.
         requires_masking: its passes must drop tokens of both modalities (masked reconstruction).
         pass_names: the passes it reads, in its own order.
+
+    State: parameters and buffers are checkpointed with the module (and left out of exports);
+    other state (counters, a clustering round) goes through ``nn.Module.get_extra_state`` /
+    ``set_extra_state`` as plain data (numbers, strings, lists, dicts, tensors), since checkpoints
+    are read with ``weights_only=True``.
         stuck_hint: what to try when a loss term stays at its chance value (quoted in the warning
             of `avssl.callbacks.ChanceMonitor`).
     """
@@ -76,6 +82,17 @@ class Objective(nn.Module, abc.ABC):
     @abc.abstractmethod
     def forward(self, passes: dict[str, dict[str, Tensor]], batch: dict[str, Any]) -> ObjectiveOutput:
         """Named loss terms (and health scalars) from the outputs of the passes, by pass name, and the batch."""
+
+    def callbacks(self) -> list[pl.Callback]:
+        """Lightning callbacks the objective needs in the training loop, e.g. an EMA teacher's update
+        after each optimizer step (``on_train_batch_end``) or a clustering round at an epoch's start;
+        the module hands them to the Trainer. None by default."""
+        return []
+
+    def frozen_modules(self) -> list[nn.Module]:
+        """Parts that are never trained by the optimizer (e.g. an EMA teacher): the module keeps them
+        in eval mode and without gradients, whatever Lightning does to its training mode."""
+        return []
 
 
 OBJECTIVES: dict[str, type[Objective]] = {}
