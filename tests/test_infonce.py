@@ -1,5 +1,6 @@
-"""InfoNCE variants of av_infonce against hand computations, their chance values, the learned
-temperature, and negatives gathered over two gloo processes."""
+"""InfoNCE variants (av_infonce, intra_infonce) against hand computations, their chance values, the
+learned temperature, the intra-modal objective's independence of the other modality, and negatives
+gathered over two gloo processes."""
 
 import datetime
 import math
@@ -12,9 +13,9 @@ import torch.nn.functional as F
 from lightly.loss import NTXentLoss
 
 from avssl.backbones import AudioVisualEncoder, BackboneSpec
-from avssl.config import ConfigError
+from avssl.config import ConfigError, load_config
 from avssl.objectives import build_objective
-from avssl.objectives.contrastive import MIN_TEMPERATURE, AVInfoNCE
+from avssl.objectives.contrastive import MIN_TEMPERATURE, AVInfoNCE, IntraInfoNCE
 
 
 def naive_direction(q, k, t, same_side_negatives):
@@ -128,11 +129,62 @@ SPEC = BackboneSpec(
     [
         ("av_infonce", {"direction": "sideways"}, r"objectives.av_infonce.direction=sideways: must be one of \['both', 'a2v', 'v2a'\]"),
         ("av_infonce", {"negatives": "cross_view"}, r"objectives.av_infonce.negatives=cross_view: must be one of"),
+        ("intra_infonce", {"modality": "text"}, r"objectives.intra_infonce.modality=text: must be one of"),
+        ("intra_infonce", {"pass_names": ["masked", "masked"]}, r"pass_names=\['masked', 'masked'\]: needs two different passes"),
+        ("intra_infonce", {"pass_names": "masked"}, r"objectives.intra_infonce.pass_names=masked: must be a list of strings"),
     ],
 )
 def test_bad_variant_settings_name_the_key(name, params, message):
     with pytest.raises(ConfigError, match=message):
         build_objective(name, params, AudioVisualEncoder(SPEC))
+
+
+def views(first, second, modality="audio"):
+    return {"masked": {f"{modality}_embedding": first}, "masked_2": {f"{modality}_embedding": second}}
+
+
+@pytest.mark.parametrize("negatives", ["all", "cross_view"])
+@pytest.mark.parametrize("batch,dim,temperature", [(2, 4, 0.05), (6, 16, 0.2)])
+def test_intra_infonce_matches_a_hand_computation(batch, dim, temperature, negatives):
+    torch.manual_seed(batch)
+    x1, x2 = torch.randn(batch, dim), torch.randn(batch, dim)
+    loss = IntraInfoNCE(temperature=temperature, gather_distributed=False, projection_dim=0, modality="video",
+                        negatives=negatives)
+    result = loss(views(x1, x2, "video"), {})
+    assert set(result.losses) == {"video"}
+    torch.testing.assert_close(result.losses["video"], naive_infonce(x1, x2, temperature, "both", negatives == "all"))
+    chance = math.log(2 * batch - 1) if negatives == "all" else math.log(batch)
+    assert result.chance["video"] == pytest.approx(chance)
+    same = x1[:1].expand(batch, dim)
+    assert loss(views(same, same, "video"), {}).losses["video"].item() == pytest.approx(chance, rel=1e-5)
+
+
+def test_intra_infonce_sends_no_gradient_to_the_other_modality():
+    torch.manual_seed(0)
+    tensors = {f"{m}{i}": torch.randn(4, 8, requires_grad=True) for m in ("audio", "video") for i in (1, 2)}
+    passes = {"masked": {"audio_embedding": tensors["audio1"], "video_embedding": tensors["video1"]},
+              "masked_2": {"audio_embedding": tensors["audio2"], "video_embedding": tensors["video2"]}}
+    both = IntraInfoNCE(backbone=AudioVisualEncoder(BackboneSpec(embed_dim=8, num_heads=2, modality_specific_depth=1,
+                                                                 shared_depth=1)),
+                        gather_distributed=False, projection_dim=4, projection_hidden_dim=8)
+    losses = both(passes, {}).losses
+    for term, other in (("audio", "video"), ("video", "audio")):
+        grads = torch.autograd.grad(losses[term], [tensors[f"{other}1"], tensors[f"{other}2"], *both.heads[other].parameters()],
+                                    allow_unused=True, retain_graph=True)
+        assert all(g is None for g in grads), f"the {term} term reaches the {other} embeddings or head"
+        own = torch.autograd.grad(losses[term], [tensors[f"{term}1"], tensors[f"{term}2"]], retain_graph=True)
+        assert all(g.abs().sum() > 0 for g in own)
+    audio_only = IntraInfoNCE(gather_distributed=False, projection_dim=0, modality="audio")
+    audio_only(passes, {}).losses["audio"].backward()
+    assert tensors["video1"].grad is None and tensors["video2"].grad is None
+
+
+def test_intra_infonce_needs_the_recipe_to_define_its_second_view():
+    with pytest.raises(ConfigError, match=r"reads the pass 'masked_2', which the recipe does not define .*define passes.masked_2"):
+        load_config(["recipe=cav_mae_demo", "objectives.intra_infonce.weight=1"])
+    config = load_config(["recipe=cav_mae_demo", "objectives.intra_infonce.weight=1",
+                          "passes.masked_2.audio.ratio=0.75", "passes.masked_2.video.ratio=0.75"])
+    assert config.passes["masked_2"].video.ratio == 0.75
 
 
 # -- negatives gathered over two processes ------------------------------------------------------
@@ -143,13 +195,18 @@ GATHER_CASES = [
     ("av_infonce", {"direction": "v2a", "negatives": "cross_modal", "learn_temperature": True}),
     ("av_infonce", {"direction": "a2v", "negatives": "all"}),
     ("av_infonce", {"direction": "both", "negatives": "cross_modal"}),
+    ("intra_infonce", {"modality": "audio", "negatives": "cross_view"}),
+    ("intra_infonce", {"modality": "audio", "negatives": "all", "learn_temperature": True}),
 ]
 
 
 def _case(name, kwargs, x, y, gather):
-    """The objective of a case and its passes: x and y are the audio and video [B, D]."""
-    objective = AVInfoNCE(temperature=0.1, gather_distributed=gather, projection_dim=0, **kwargs)
-    return objective, av(x, y), "infonce"
+    """The objective of a case and its passes: x and y are the audio and video (or the two audio views) [B, D]."""
+    if name == "av_infonce":
+        objective = AVInfoNCE(temperature=0.1, gather_distributed=gather, projection_dim=0, **kwargs)
+        return objective, av(x, y), "infonce"
+    objective = IntraInfoNCE(temperature=0.1, gather_distributed=gather, projection_dim=0, **kwargs)
+    return objective, views(x, y), "audio"
 
 
 def _run_case(name, kwargs, x, y, gather):

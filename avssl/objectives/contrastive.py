@@ -1,4 +1,4 @@
-"""Contrastive InfoNCE between the audio and video embeddings of the same clips (inter-modal).
+"""Contrastive InfoNCE objectives: audio-visual (inter-modal) and between two views of one modality (intra-modal).
 
 `av_infonce` is CAV-MAE's contrastive term: Gong et al., "Contrastive Audio-Visual Masked
 Autoencoder", ICLR 2023, arXiv:2210.07839; reference `YuanGongND/cav-mae@68fe8c2a
@@ -9,10 +9,17 @@ dim=0)))``: one direction (each video clip picks its audio among the batch's aud
 0.05, loss weight 0.01; ``bidirect_contrast=True`` there averages both directions
 (``direction="both"``). `recipes/cav_mae.yaml` sets that form.
 
+`intra_infonce` is MAViL's intra-modal contrast: Huang et al., "MAViL: Masked Audio-Video
+Learners", NeurIPS 2023, arXiv:2212.08071: two independently masked views of the same clip's audio
+(or video) are a positive pair, the other clips of the batch are negatives, next to the
+inter-modal contrast of `av_infonce`. MAViL's code was never released (`facebookresearch/MAViL`
+holds only a README), so its temperatures, weights and heads are not verified here; the defaults
+are the usual SimCLR-style values and are documented as such.
+
 The loss forms, for N clips over all ranks, B on this rank, paired rows ``x_i``, ``y_i``:
 
-- ``negatives="cross_modal"``: a ``[B, N]`` similarity matrix of
-  the queries against other modality's N embeddings, cross-entropy on the diagonal (CLIP's and
+- ``negatives="cross_modal"`` (``"cross_view"`` for two views): a ``[B, N]`` similarity matrix of
+  the queries against the other side's N embeddings, cross-entropy on the diagonal (CLIP's and
   CAV-MAE's form); chance ln(N).
 - ``negatives="all"``: as SimCLR's NT-Xent (Chen et al., arXiv:2002.05709; lightly's
   `NTXentLoss`), the other clips of the query's own side are negatives too, ``[B, 2N - 1]``
@@ -65,7 +72,7 @@ def info_nce_direction(
 
     Args:
         queries: ``[B, D]`` L2-normalised embeddings of this rank's clips.
-        keys_all: ``[N, D]`` L2-normalised embeddings of the other side (the other modality),
+        keys_all: ``[N, D]`` L2-normalised embeddings of the other side (other modality or view),
             every rank's in rank order (``N = B`` without gathering); query ``i`` of rank ``r``
             is paired with key ``r * B + i``.
         temperature: scalar softmax temperature (> 0).
@@ -92,7 +99,9 @@ class Temperature(nn.Module):
     """A softmax temperature, fixed, or learned as a log-temperature (CLIP: Radford et al., "Learning
     Transferable Visual Models From Natural Language Supervision", 2021, arXiv:2103.00020) clamped
     at `MIN_TEMPERATURE`. A fixed one has no state, so checkpoints of fixed-temperature runs keep
-    their keys.
+    their keys. NOTE: the optimizer's weight decay reaches the learned log-temperature too (CLIP
+    exempts it), pulling it towards 0, i.e. the temperature towards 1; negligible at Adam's 5e-7,
+    noticeable at AdamW's 0.05 over a long run.
 
     Raises:
         ValueError: a temperature <= 0, or a learned one starting below `MIN_TEMPERATURE`.
@@ -259,3 +268,110 @@ class AVInfoNCE(Objective):
             health=health,
         )
 
+
+@register_objective("intra_infonce")
+class IntraInfoNCE(Objective):
+    """InfoNCE between two masked views of the same clips, within one modality (MAViL's intra-modal contrast).
+
+    Each clip's audio (or video) embedding from the first pass is paired with its embedding from
+    the second pass, a differently masked view of the same clip; the other clips are negatives.
+    The loss of a modality reads that modality's embeddings only, so it sends no gradient to the
+    other modality's embeddings. Both directions are averaged (the two views are interchangeable).
+
+    Published setting: MAViL (Huang et al., "MAViL: Masked Audio-Video Learners", NeurIPS 2023,
+    arXiv:2212.08071) adds this contrast, for audio and video, to the inter-modal one
+    (`av_infonce`) and masked reconstruction, with masking as the view augmentation. Its code was
+    never released (`facebookresearch/MAViL` holds only a README; issues #4-#7), so its
+    temperature, weights, heads and negatives are not verified in code. The
+    defaults are SimCLR's form (NT-Xent negatives, a projection head per modality, lightly's
+    `SimCLRProjectionHead`, shared by the two views) with a temperature of 0.1.
+
+    Args:
+        backbone: the encoder being trained (its ``embed_dim`` sizes the heads); only needed
+            with projection heads.
+        temperature: softmax temperature; with ``learn_temperature`` the starting value.
+        gather_distributed: gather embeddings from all ranks so every rank sees all negatives.
+        projection_dim: output width of the per-modality projection head; 0: no head.
+        projection_hidden_dim: hidden width of the heads.
+        pass_names: the two passes whose embeddings are contrasted, two different passes of the
+            recipe's ``passes`` (e.g. two independently drawn 75% random maskings: the default
+            ``masked`` of the menu and a ``masked_2`` the recipe defines).
+        modality: which modality's views are contrasted: ``audio``, ``video`` or ``both`` (one
+            loss term each).
+        negatives: ``all``: the other clips of both views (NT-Xent, 2N - 1 candidates);
+            ``cross_view``: only the other clips of the other view (N candidates).
+        learn_temperature: learn a log-temperature starting at `temperature` (CLIP), clamped at
+            0.01; logged as the health scalar ``temperature``.
+
+    Returns from forward: loss terms ``audio`` and/or ``video`` (per `modality`), each with its
+    chance value (ln(2N - 1) for ``all``, ln(N) for ``cross_view``, N clips over all ranks when
+    gathered), and health scalars ``retrieval_<modality>`` (in-batch top-1 from the first view to
+    the second, chance ``retrieval_chance`` = 1/B), ``<modality>_z_std`` (collapse monitor of the
+    first view) and ``temperature`` when it is learned.
+
+    Raises:
+        ValueError: for a temperature <= 0 (or a learned one below 0.01), a negative width,
+            heads without a backbone, or `pass_names` that are not two different passes.
+
+    Examples:
+        >>> loss = IntraInfoNCE(gather_distributed=False, projection_dim=0, modality="audio")
+        >>> views = {p: {"audio_embedding": torch.randn(8, 32)} for p in ("masked", "masked_2")}
+        >>> result = loss(views, {})
+        >>> sorted(result.losses), result.chance["audio"] == math.log(15)
+        (['audio'], True)
+    """
+
+    requires = frozenset({"audio_embedding", "video_embedding"})
+    stuck_hint = (
+        "the two masked views of a clip are no closer than those of other clips. Check "
+        "health/intra_infonce/<modality>_z_std (near 0: collapsed), keep the projection heads "
+        "(objectives.intra_infonce.projection_dim > 0), try a lower masking ratio in its passes, a "
+        "temperature of 0.2 and a lower optim.lr."
+    )
+
+    def __init__(
+        self,
+        backbone: Optional[nn.Module] = None,
+        temperature: float = 0.1,
+        gather_distributed: bool = True,
+        projection_dim: int = 128,
+        projection_hidden_dim: int = 512,
+        pass_names: list[str] = ["masked", "masked_2"],  # noqa: B006 (read, never mutated)
+        modality: Literal["audio", "video", "both"] = "both",
+        negatives: Literal["all", "cross_view"] = "all",
+        learn_temperature: bool = False,
+    ):
+        super().__init__()
+        if len(pass_names) != 2 or pass_names[0] == pass_names[1]:
+            raise ValueError(f"pass_names={list(pass_names)}: needs two different passes, two views of the same clips "
+                             "(e.g. [masked, masked_2] with passes.masked_2 defined like passes.masked)")
+        self.pass_names = tuple(pass_names)
+        self.temperature = Temperature(temperature, learn_temperature)
+        _check_heads(backbone, projection_dim, projection_hidden_dim)
+        self.modalities = ("audio", "video") if modality == "both" else (modality,)
+        self.heads = nn.ModuleDict(
+            {m: _projection_head(backbone, projection_hidden_dim, projection_dim) for m in self.modalities}
+        )
+        self.gather_distributed = gather_distributed
+        self.negatives = negatives
+
+    def forward(self, passes: dict[str, dict[str, Tensor]], batch: dict[str, Any]) -> ObjectiveOutput:
+        first, second = (passes[name] for name in self.pass_names)
+        same_side = self.negatives == "all"
+        t = self.temperature()
+        losses, health = {}, {}
+        for m in self.modalities:
+            z1 = self.heads[m](first[f"{m}_embedding"])  # (B, P)
+            z2 = self.heads[m](second[f"{m}_embedding"])  # (B, P)
+            n1, n2 = F.normalize(z1, dim=1), F.normalize(z2, dim=1)  # (B, P)
+            n1_all, n2_all = _gathered(n1, self.gather_distributed), _gathered(n2, self.gather_distributed)  # (N, P)
+            losses[m] = (info_nce_direction(n1, n2_all, t, n1_all if same_side else None)
+                         + info_nce_direction(n2, n1_all, t, n2_all if same_side else None)) / 2
+            health[f"retrieval_{m}"] = retrieval_top1(z1, z2)
+            health[f"{m}_z_std"] = embedding_std(z1)
+        clips = _clips(len(z1), self.gather_distributed)
+        chance = math.log(2 * clips - 1) if same_side else math.log(clips)
+        health["retrieval_chance"] = z1.new_tensor(1.0 / len(z1))
+        if self.temperature.learned:
+            health["temperature"] = t.detach()
+        return ObjectiveOutput(losses=losses, chance={m: chance for m in losses}, health=health)
