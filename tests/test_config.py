@@ -15,7 +15,8 @@ def test_shipped_recipes_load_and_resolve():
     cav = load_config(["recipe=cav_mae"])
     resolved = spec.resolve(cav.data.preprocessing)
     assert (resolved.embed_dim, resolved.modality_specific_depth, resolved.shared_depth) == (768, 11, 1)
-    assert cav.objectives["av_infonce"] == {"weight": 0.01, "temperature": 0.05, "pass_name": "masked"}
+    assert cav.objectives["av_infonce"] == {"weight": 0.01, "temperature": 0.05, "pass_name": "masked",
+                                            "direction": "v2a", "negatives": "cross_modal"}
     assert cav.passes["masked"].audio.ratio == cav.passes["masked"].video.ratio == 0.75
 
 

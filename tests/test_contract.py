@@ -18,6 +18,9 @@ from avssl.objectives.registry import passes_read
 TINY_KWARGS = {
     "masked_reconstruction": {"decoder_dim": 16, "decoder_depth": 1, "decoder_heads": 2},
     "av_infonce": {"gather_distributed": False, "projection_dim": 16, "projection_hidden_dim": 32},
+    # two views from the default menu (its default second view, masked_2, is the recipe's to define)
+    "intra_infonce": {"gather_distributed": False, "projection_dim": 16, "projection_hidden_dim": 32,
+                      "pass_names": ["masked", "unmasked"]},
 }
 TINY_SPECS = {
     "cav_mae": {},
@@ -35,9 +38,9 @@ def _spec(kind: str) -> BackboneSpec:
 
 
 def _fits(objective: str, kind: str) -> bool:
-    """The kind gives every key the objective reads, and can mask as its default passes ask."""
+    """The kind gives every key the objective reads, and can mask as the passes it reads here ask."""
     encoder = ENCODER_KINDS[kind]
-    masks = any(PASSES[p].audio.ratio or PASSES[p].video.ratio for p in passes_read(objective, {}))
+    masks = any(PASSES[p].audio.ratio or PASSES[p].video.ratio for p in passes_read(objective, TINY_KWARGS[objective]))
     return OBJECTIVES[objective].requires <= encoder.OUTPUT_KEYS and (encoder.MASKABLE or not masks)
 
 
