@@ -1,11 +1,14 @@
-"""What pretraining buys on the built-in demo clips: linear-probe top-1 against three baselines.
+"""What pretraining buys on a synthetic collection: linear-probe top-1 against three baselines.
 
-    python bench/quality.py [--recipes default cav_mae_demo] [--seeds 0 1 2] [--supervised-epochs 30]
-        [--out bench/results/quality.json] [--set key=value ...]
+    python bench/quality.py [--collection demo|looming] [--recipes default cav_mae_demo] [--seeds 0 1 2]
+        [--supervised-epochs 30] [--out bench/results/quality.json] [--set key=value ...]
 
-For each recipe and seed it pretrains with `avssl.pretrain.run` (``--set`` overrides go to every
-recipe, e.g. ``--set trainer.max_epochs=2`` for a smoke run) and, on the same labeled split the
-probe callback uses (demo labeled clips, ``probe.test_fraction``, split seeded by the seed), reports
+For each recipe and seed it pretrains with `avssl.pretrain.run` on the collection's unlabeled clips
+(``data.root``; ``--collection``: the built-in ``demo`` clips, or ``looming``, the second
+development collection of `datamodules.looming_scenes`, both rendered and cached on first use;
+``--set`` overrides go to every recipe, e.g. ``--set trainer.max_epochs=2`` for a smoke run) and,
+on the same labeled split the probe callback uses (the collection's labeled clips, ``probe.data``,
+``probe.test_fraction``, split seeded by the seed), reports
 audio / video / joint top-1 of the one probe protocol (`avssl.evaluation.linear_probe`) for:
 
 * **random init**: the freshly initialised backbone (the probe callback's baseline);
@@ -48,7 +51,7 @@ from avssl.backbones.registry import build_encoder
 from avssl.config import PretrainConfig, load_config
 from avssl.evaluation.linear_probe import FEATURE_SETS, embed_clips, linear_probe_top1
 from avssl.pretrain import USER_ERRORS, run
-from datamodules.demo import ensure_demo_clips
+from datamodules.demo import COLLECTIONS, ensure_collection
 from datamodules.labeled import LabeledClipDataModule
 
 log = logging.getLogger("bench.quality")
@@ -138,7 +141,7 @@ def one_seed(config: PretrainConfig, seed: int, supervised_epochs: int) -> dict[
     if "pretrained" in rows:
         rows["pretrained"]["seconds"] = result.seconds
     labeled = LabeledClipDataModule(
-        root=config.probe.data or str(ensure_demo_clips().labeled), preprocessing=config.data.preprocessing,
+        root=config.probe.data, preprocessing=config.data.preprocessing,
         batch_size=64, num_workers=config.data.num_workers, test_fraction=config.probe.test_fraction, seed=seed,
         extensions=config.data.source.extensions, key="probe.data", policies=config.data.policies)
     labeled.setup("fit")
@@ -201,6 +204,8 @@ def tables(results: dict[str, dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--collection", default="demo", choices=sorted(COLLECTIONS),
+                        help="the synthetic collection to pretrain and probe on")
     parser.add_argument("--recipes", nargs="+", default=["default", "cav_mae_demo"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--supervised-epochs", type=int, default=30)
@@ -213,16 +218,19 @@ def main(argv: list[str] | None = None) -> int:
                "torch": torch.__version__, "threads": torch.get_num_threads()}
     out = Path(args.out)
     results: dict[str, dict[str, Any]] = {}
+    clips = ensure_collection(args.collection)
+    data = [f"data.root={clips.unlabeled}", f"probe.data={clips.labeled}"]
     with tempfile.TemporaryDirectory(prefix="avssl-quality-") as tmp:
         try:  # every config first, so a missing recipe or bad override stops before any training
             configs = {(r, s): load_config([f"recipe={r}", f"run.seed={s}", "trainer.enable_progress_bar=false",
-                                            f"run.dir={tmp}/{Path(r).stem}-seed{s}", *args.sets])
+                                            f"run.dir={tmp}/{Path(r).stem}-seed{s}", *data, *args.sets])
                        for r in args.recipes for s in args.seeds}
             for (recipe, seed), config in configs.items():
                 log.info("recipe %s, seed %d", recipe, seed)
                 results.setdefault(config.recipe, {})[str(seed)] = one_seed(config, seed, args.supervised_epochs)
                 out.parent.mkdir(parents=True, exist_ok=True)  # after every seed: a late failure keeps the rest
-                out.write_text(json.dumps({"machine": machine, "args": vars(args), "recipes": results}, indent=2))
+                out.write_text(json.dumps({"machine": machine, "args": vars(args), "collection": args.collection,
+                                           "recipes": results}, indent=2))
         except USER_ERRORS as err:
             print(f"bench/quality.py: error: {err}", file=sys.stderr)
             return 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -126,8 +127,8 @@ def test_nuisances_do_not_give_the_class_away() -> None:
 
 
 def test_ensure_demo_clips_renders_once_then_reuses(tmp_path: Path, monkeypatch, caplog) -> None:
-    monkeypatch.setattr(demo, "DEFAULT_NUM_UNLABELED", 2)
-    monkeypatch.setattr(demo, "DEFAULT_CLIPS_PER_CLASS", 1)
+    small = dataclasses.replace(demo.COLLECTIONS["demo"], num_unlabeled=2, clips_per_class=1)
+    monkeypatch.setitem(demo.COLLECTIONS, "demo", small)
     monkeypatch.setenv("AVSSL_CACHE_DIR", str(tmp_path))
     with caplog.at_level(logging.INFO, logger="datamodules.demo"):
         clips = demo.ensure_demo_clips()
