@@ -109,7 +109,7 @@ class AudioAugmentation:
 
     Attributes:
         time_mask_frames: widest time mask, in fbank frames (torchaudio's ``TimeMasking``
-            ``time_mask_param``: each mask's width is drawn from 0 to this, its start uniformly);
+            ``time_mask_param``: each mask's width is drawn uniformly below this, its start uniformly);
             0: off. CAV-MAE pretrains without masks (``timem = freqm = 0`` in
             ``src/run_cavmae_pretrain.py``) and fine-tunes on AudioSet with 192 of 1024 frames and
             48 of 128 bins (``egs/audioset/run_cavmae_ft_full.sh``).

@@ -69,6 +69,16 @@ def test_each_video_part_changes_the_clip_keeps_its_shape_and_is_reproducible(pa
         assert torch.equal(out[0], out[1]) and torch.equal(out[1], out[2])  # three equal channels
 
 
+def test_colour_parts_keep_the_crops_of_a_run_without_augmentation() -> None:
+    # grey frames are their own greyscale (up to rounding): only the crop position could differ
+    pre = replace(PRE, crop="random")
+    grey = _frames()[..., :1].expand(-1, -1, -1, 3).contiguous()
+    for seed in range(4):
+        expected = resize_and_crop(grey, pre, _generator(seed)).int()
+        out = augment_frames(grey, pre, VideoAugmentation(grayscale_p=1.0), _generator(seed)).int()
+        assert (out - expected).abs().max() <= 1  # another crop of the noise would differ by up to 255
+
+
 def test_all_video_parts_same_seed_same_clip_other_seed_other_clip() -> None:
     outs = [augment_frames(_frames(), PRE, ALL_VIDEO, _generator(seed)) for seed in (0, 0, 1, 2)]
     assert torch.equal(outs[0], outs[1])
