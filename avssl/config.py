@@ -29,6 +29,7 @@ from avssl.lightning_options import accelerator_problem, precision_problem
 from avssl.objectives import build_objective, check_objective_config, objective_weight
 from avssl.objectives.contract import check_objectives_fit
 from avssl.schema import count_or_fraction, each, flag_or_count, in_range, non_negative, one_of, positive, satisfies
+from datamodules.augmentation import Augmentation
 from datamodules.policies import DataPolicies
 from datamodules.preprocessing import Preprocessing
 from datamodules.sampling import SAMPLING_MODES
@@ -73,6 +74,9 @@ class DataConfig:
     audio_features_on: str = field(default="worker", metadata=one_of(["worker", "device"]))
     policies: DataPolicies = field(default_factory=DataPolicies)
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    # training-time augmentation of the pretraining clips, all off by default (docs/data.md,
+    # "Augmentation"); labelled data, probes and export are never augmented
+    augment: Augmentation = field(default_factory=Augmentation)
 
     def resolved_source(self) -> Optional[SourceConfig]:
         """The source to pretrain on (None: the demo clips)."""
@@ -261,6 +265,13 @@ def _check_data(data: DataConfig) -> None:
         raise ConfigError(f"data.preprocessing: {pre.num_frames} frames at fps={pre.fps} span "
                           f"{pre.num_frames / pre.fps:g} s, longer than clip_seconds={pre.clip_seconds}; "
                           "lower num_frames, raise fps or lengthen the clip.")
+    audio = data.augment.audio
+    for key, width, size, size_key in (("time_mask_frames", audio.time_mask_frames, pre.audio_frames, "audio_frames"),
+                                       ("freq_mask_bins", audio.freq_mask_bins, pre.num_mel_bins, "num_mel_bins")):
+        if width > size:
+            raise ConfigError(f"data.augment.audio.{key}={width}: wider than the fbank's {size} "
+                              f"(data.preprocessing.{size_key}); a mask may cover at most all of it, e.g. "
+                              f"data.augment.audio.{key}={size // 5}.")
     if data.root is not None and data.source.path is not None:
         raise ConfigError(f"data.root={data.root} and data.source.path={data.source.path}: give one of them "
                           "(data.root=DIR is the shorthand for a folder source).")

@@ -168,7 +168,8 @@ def run(config: PretrainConfig) -> RunResult:
         preprocessing=pre, policies=data.policies, batch_size=data.batch_size,
         clips_per_video=data.clips_per_video, views_per_video=data.views_per_video,
         av_offset_s=tuple(data.av_offset_s), sampling=data.clip_sampling, seed=config.run.seed,
-        num_workers=data.num_workers, audio_features_on=data.audio_features_on), strict=data.strict,
+        num_workers=data.num_workers, audio_features_on=data.audio_features_on, augment=data.augment),
+        strict=data.strict,
         path_key="data.root" if data.root is not None else "data.source.path")
     checkpoint = LastCheckpoint(run_dir.checkpoints, config.run.checkpoint_every_n_steps)
     callbacks: list[pl.Callback] = [

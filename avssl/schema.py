@@ -75,6 +75,29 @@ def each(element: dict[str, Check], *, length: int) -> dict[str, Check]:
     return _constraint(check)
 
 
+def min_max(element: dict[str, Check] | None = None) -> dict[str, Check]:
+    """The value must be a range ``[min, max]``: 2 values, min <= max, each satisfying `element` (if given).
+
+    Examples:
+        >>> scale: list[float] = field(default_factory=lambda: [1.0, 1.0],
+        ...                            metadata=min_max(in_range(0.0, 1.0, include_low=False)))
+    """
+    element_check = element["check"] if element is not None else None
+
+    def check(v: Any) -> str | None:
+        if len(v) != 2:
+            return f"must be [min, max], got {len(v)} values"
+        for name, x in zip(("min", "max"), v):
+            problem = element_check(x) if element_check is not None else None
+            if problem:
+                return f"{name} ({x}) {problem}"
+        if v[0] > v[1]:
+            return f"min {v[0]} is above max {v[1]}; give [min, max] with min <= max"
+        return None
+
+    return _constraint(check)
+
+
 def count_or_fraction() -> dict[str, Check]:
     """The value must be a whole count >= 0 or a fraction in [0.0, 1.0] (Lightning's ``limit_*_batches``)."""
 

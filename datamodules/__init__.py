@@ -14,9 +14,9 @@ Importing the package is light; import the module you need:
 Pretraining, in data-flow order: `sources` (`folder`, `manifest`, `shards`: groups of videos) ->
 `epoch_plan` (which reader reads which videos, resume) -> `stream` (the IterableDataset) ->
 `isolation` (a decoder process with a time limit) -> `sampling` (clip starts) -> `views` (views of a
-clip, audio offsets) -> `decode` (decord
-frames) and `audio_decode` (PyAV audio by timestamps) -> `video_transforms` and `audio_features`
+clip, audio offsets) -> `decode` (decord frames) and `audio_decode` (PyAV audio by timestamps) ->
+`video_transforms` and `audio_features`, with `augmentation` (``data.augment``, pretraining only)
 -> `collate` (batch dict). Labelled data: `folder` -> `scan` (probe files, choose clips) ->
-`clip_dataset` -> the same decoding. `fbank_stats` computes normalisation statistics of a
-source; `encode` writes mp4s for the demo and the tests.
+`clip_dataset` -> the same decoding, never augmented. `fbank_stats` computes normalisation
+statistics of a source; `encode` writes mp4s for the demo and the tests.
 """

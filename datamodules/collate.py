@@ -21,8 +21,10 @@ def collate_clips(items: list[dict[str, Any]]) -> dict[str, Any]:
 
     Returns:
         ``{"video": float [B, 3, T, S, S], "audio": float [B, 1, F, M] (or "waveform": float
-        [B, samples] when the features are computed on the device), "audio_mask": bool [B, F]
-        (streamed clips: which fbank frames come from real audio, not padding),
+        [B, samples] when the features are computed on the device, with "fbank_mask_seed": long
+        [B] when the fbank masks of ``data.augment`` are still to apply there),
+        "audio_mask": bool [B, F] (streamed clips: which fbank frames come from real audio, not
+        padding),
         "meta": {"path": list[str], "start_s": float32 [B], "video_id": long [B], "view": long [B],
         "av_offset_s": float32 [B], "skipped": list[dict], "videos_seen": list[str]},
         "label": long [B]}`` where B counts the samples only, and ``label`` is present when the
@@ -51,9 +53,9 @@ def collate_clips(items: list[dict[str, Any]]) -> dict[str, Any]:
         return {"video": torch.empty(0), "audio": torch.empty(0), "meta": meta}
     batch: dict[str, Any] = {
         # "video" (B, 3, T, S, S); "audio" (B, 1, F, M) or, with features on the device, "waveform" (B, N);
-        # "audio_mask" (B, F)
+        # "audio_mask" (B, F); "fbank_mask_seed" (B,)
         key: torch.stack([s[key] for s in samples])
-        for key in ("video", "audio", "waveform", "audio_mask") if key in samples[0]
+        for key in ("video", "audio", "waveform", "audio_mask", "fbank_mask_seed") if key in samples[0]
     }
     batch["meta"] = meta
     labelled = ["label" in s for s in samples]

@@ -8,9 +8,11 @@ from dataclasses import replace
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from torch.utils.data import DataLoader
 
 from datamodules.audio_features import log_mel_fbank_batch
+from datamodules.augmentation import mask_fbank
 from datamodules.errors import NoUsableClipsError, StrictDataError
 from datamodules.report import DataReport
 from datamodules.sources import Source, SourceConfig, open_source
@@ -76,9 +78,19 @@ class AVPretrainDataModule(pl.LightningDataModule):
         return _PositionedLoader(ClipStream(self.source, settings), settings.num_workers, self)
 
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
-        """With ``audio_features_on=device``, computes the fbank where the batch now is (the GPU)."""
+        """With ``audio_features_on=device``, computes the fbank where the batch now is (the GPU).
+
+        The fbank masks of ``data.augment.audio`` follow, each row's drawn from the seed its worker
+        sent (``fbank_mask_seed``), so they are the masks the worker would have drawn.
+        """
         if "waveform" in batch:
-            batch["audio"] = log_mel_fbank_batch(batch.pop("waveform"), self.settings.preprocessing)
+            pre = self.settings.preprocessing
+            audio = log_mel_fbank_batch(batch.pop("waveform"), pre)  # (B, 1, F, M)
+            if "fbank_mask_seed" in batch:
+                seeds = batch.pop("fbank_mask_seed").tolist()
+                audio = torch.stack([mask_fbank(row, pre, self.settings.augment.audio, seed)
+                                     for row, seed in zip(audio, seeds)])  # (B, 1, F, M)
+            batch["audio"] = audio
         return batch
 
     def next_position(self) -> tuple[int, int]:
@@ -114,7 +126,11 @@ class AVPretrainDataModule(pl.LightningDataModule):
         return state
 
     def plan_settings(self, world_size: int) -> dict[str, Any]:
-        """The settings an epoch's plan depends on, by config key (see datamodules/epoch_plan.py)."""
+        """The settings an epoch's plan depends on, by config key (see datamodules/epoch_plan.py).
+
+        ``data.augment`` is not one of them: augmentation changes what a clip looks like, not
+        which clips an epoch reads, so a run may resume mid-epoch with it changed.
+        """
         s = self.settings
         return {
             "data.source.path": self.source_config.path,

@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from datamodules.audio_features import log_mel_fbank, real_audio_frames
+from datamodules.augmentation import Augmentation, augment_frames, draw_seed, gain_waveform, mask_fbank
 from datamodules.collate import collate_clips
 from datamodules.decode import FileInfo, clip_starts, content_spans, decode_clip, probe_file
 from datamodules.epoch_plan import Window, batches_per_worker, epoch_rng, worker_windows
@@ -30,7 +31,7 @@ from datamodules.isolation import DecodeTimeout, DecoderCrashed, IsolatedDecoder
 from datamodules.policies import DataPolicies
 from datamodules.preprocessing import Preprocessing
 from datamodules.sources import LocalVideo, Source, VideoRef
-from datamodules.video_transforms import normalize_video, resize_and_crop
+from datamodules.video_transforms import normalize_video
 from datamodules.views import View, draw_views, offset_range_problem
 
 # One clip slot of a window: a clip's views (dicts, in view order), a one-element list holding a
@@ -56,6 +57,8 @@ class StreamSettings:
         world_size: number of DDP ranks.
         audio_features_on: ``worker``: clips carry ``audio`` fbank features; ``device``: they carry
             the ``waveform`` and the fbank is computed after the batch reaches the accelerator.
+        augment: training-time augmentation (`datamodules.augmentation`), applied as each view is
+            decoded (the fbank masks after the fbank is computed, also on the device); off by default.
     """
 
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
@@ -70,6 +73,7 @@ class StreamSettings:
     rank: int = 0
     world_size: int = 1
     audio_features_on: str = "worker"
+    augment: Augmentation = field(default_factory=Augmentation)
 
     @property
     def readers(self) -> int:
@@ -160,8 +164,9 @@ class ClipStream(IterableDataset):
     def _video_items(self, video: LocalVideo, group: int, index: int, decoder: IsolatedDecoder) -> list[Item]:
         """The clips of one video, or one failure record; the first item counts the video as seen.
 
-        Everything drawn (clip starts, audio offsets, crops) comes from ``(seed, epoch, group,
-        index)``, so a video gives the same clips whichever reader reads it, also after a resume.
+        Everything drawn (clip starts, audio offsets, crops, augmentation) comes from ``(seed,
+        epoch, group, index)``, so a video gives the same clips whichever reader reads it, also
+        after a resume.
         """
         s = self.settings
         name = video.ref.name
@@ -172,7 +177,8 @@ class ClipStream(IterableDataset):
                 raise video.error
             results = decoder.call(decode_video_clips, video.path, video.ref, s.preprocessing, s.policies,
                                    s.clips_per_video, s.sampling, int(rng.integers(2**62)),
-                                   s.audio_features_on == "worker", s.views_per_video, tuple(s.av_offset_s))
+                                   s.audio_features_on == "worker", s.views_per_video, tuple(s.av_offset_s),
+                                   s.augment)
         except ClipError as err:
             results = [err]
         except (OSError, ValueError, RuntimeError) as err:  # a file no decoder check foresaw
@@ -190,12 +196,17 @@ class ClipStream(IterableDataset):
             if isinstance(result, ClipError):
                 items.append([{"skipped": {"path": name, "reason": result.reason, "detail": result.detail}}])
                 continue
-            items.append([{"video": normalize_video(torch.from_numpy(video_array), s.preprocessing),
-                           audio_key: torch.from_numpy(audio_array),
-                           "audio_mask": torch.from_numpy(audio_mask),
-                           "meta": {"path": name, "start_s": view.start_s, "video_id": video_id,
-                                    "view": number, "av_offset_s": view.av_offset_s}}
-                          for number, (view, video_array, audio_array, audio_mask) in enumerate(result)])
+            views = []
+            for number, (view, video_array, audio_array, audio_mask, mask_seed) in enumerate(result):
+                sample = {"video": normalize_video(torch.from_numpy(video_array), s.preprocessing),
+                          audio_key: torch.from_numpy(audio_array),
+                          "audio_mask": torch.from_numpy(audio_mask),
+                          "meta": {"path": name, "start_s": view.start_s, "video_id": video_id,
+                                   "view": number, "av_offset_s": view.av_offset_s}}
+                if mask_seed is not None:  # fbank on the device: its masks are applied there
+                    sample["fbank_mask_seed"] = torch.tensor(mask_seed, dtype=torch.long)  # ()
+                views.append(sample)
+            items.append(views)
         items[0][0]["video_seen"] = name
         return items
 
@@ -229,16 +240,21 @@ class _GroupReader:
 
 def decode_video_clips(path: str, ref: VideoRef, pre: Preprocessing, policies: DataPolicies,
                        clips_per_video: int, sampling: str, seed: int, audio_features: bool = True,
-                       views_per_video: int = 1, av_offset_s: tuple[float, float] = (0.0, 0.0)) -> list[Any]:
+                       views_per_video: int = 1, av_offset_s: tuple[float, float] = (0.0, 0.0),
+                       augment: Augmentation | None = None) -> list[Any]:
     """Decodes the clips of one video, each as its views (runs in the isolated decoder process).
+
+    Each view draws its crop and augmentation from its own generator, seeded from ``seed``.
 
     Returns:
         Per clip, its views in order, each ``(View, video uint8 [3, T, S, S], audio,
-        audio_mask bool [F])`` with NumPy arrays (video resized and cropped, not yet normalised:
-        4x less to send), audio the fbank float32 ``[1, F, M]``, or without ``audio_features``
-        the waveform ``[samples]``, and ``audio_mask`` the fbank frames computed from real audio
-        (`real_audio_frames`); or, when one of its views fails, that view's `ClipError` for the
-        whole clip (a clip's views are kept all together or not at all).
+        audio_mask bool [F], mask_seed)`` with NumPy arrays (video resized, cropped and
+        augmented, not yet normalised: 4x less to send), audio the fbank float32 ``[1, F, M]``
+        (augmented), or without ``audio_features`` the waveform ``[samples]`` (its gain applied;
+        ``mask_seed`` then seeds the fbank masks, `mask_fbank`, else it is None), and
+        ``audio_mask`` the fbank frames computed from real audio (`real_audio_frames`); or, when
+        one of its views fails, that view's `ClipError` for the whole clip (a clip's views are
+        kept all together or not at all).
 
     Raises:
         ClipError: when the file cannot give any clip (unreadable, no video, too short, ...).
@@ -259,7 +275,8 @@ def decode_video_clips(path: str, ref: VideoRef, pre: Preprocessing, policies: D
                 failure = view
                 break
             try:
-                views.append(_decode_view(path, view, pre, policies, info, generator, audio_features))
+                views.append(_decode_view(path, view, pre, policies, info, generator, audio_features,
+                                          augment if augment is not None else Augmentation()))
             except ClipError as err:
                 failure = ClipError(err.reason, err.detail, ref.name)  # a shard's temporary file -> its name
                 break
@@ -268,8 +285,13 @@ def decode_video_clips(path: str, ref: VideoRef, pre: Preprocessing, policies: D
 
 
 def _decode_view(path: str, view: View, pre: Preprocessing, policies: DataPolicies, info: FileInfo,
-                 generator: torch.Generator, audio_features: bool) -> tuple[Any, ...]:
+                 generator: torch.Generator, audio_features: bool, augment: Augmentation) -> tuple[Any, ...]:
     clip = decode_clip(path, view.start_s, pre, policies, info=info, av_offset_s=view.av_offset_s)
-    audio = log_mel_fbank(clip.waveform, pre) if audio_features else clip.waveform
-    return (view, resize_and_crop(clip.frames, pre, generator).numpy(), audio.numpy(),
-            real_audio_frames(clip.audio_real, pre).numpy())
+    video = augment_frames(clip.frames, pre, augment.video, generator)  # (3, T, S, S) uint8
+    audio = gain_waveform(clip.waveform, augment.audio, generator)  # (samples,)
+    mask_seed = draw_seed(generator) if augment.audio.masks else None
+    if audio_features:
+        audio = log_mel_fbank(audio, pre)  # (1, F, M)
+        if mask_seed is not None:
+            audio, mask_seed = mask_fbank(audio, pre, augment.audio, mask_seed), None
+    return (view, video.numpy(), audio.numpy(), real_audio_frames(clip.audio_real, pre).numpy(), mask_seed)

@@ -43,8 +43,7 @@ def resize_and_crop(frames: Tensor, pre: Preprocessing, generator: torch.Generat
     Kept separate so the streaming decoder process can send uint8 (4x less than float32) and
     the DataLoader worker normalises.
     """
-    if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ValueError(f"frames must be uint8 [T, H, W, 3], got {frames.dtype} {tuple(frames.shape)}")
+    check_frames(frames)
     size = pre.frame_size
     video = frames.permute(0, 3, 1, 2)  # (T, 3, H, W)
     video = TF.resize(video, [size], interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
@@ -56,6 +55,12 @@ def resize_and_crop(frames: Tensor, pre: Preprocessing, generator: torch.Generat
     else:
         video = TF.center_crop(video, [size, size])  # (T, 3, S, S)
     return video.permute(1, 0, 2, 3).contiguous()  # (3, T, S, S)
+
+
+def check_frames(frames: Tensor) -> None:
+    """Raises ValueError unless ``frames`` are decoded frames, uint8 ``[T, H, W, 3]``."""
+    if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"frames must be uint8 [T, H, W, 3], got {frames.dtype} {tuple(frames.shape)}")
 
 
 def normalize_video(video: Tensor, pre: Preprocessing) -> Tensor:
