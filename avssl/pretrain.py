@@ -25,7 +25,7 @@ from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from avssl.atomic_files import remove_partial_files
 from avssl.backbones.spec import BackboneSpec
-from avssl.callbacks import AtomicCheckpointIO, ChanceMonitor, DataReportCallback, LastCheckpoint, LinearProbeCallback
+from avssl.callbacks import AtomicCheckpointIO, ChanceMonitor, DataReportCallback, KNNMonitor, LastCheckpoint, LinearProbeCallback
 from avssl.callbacks.progress import progress_callbacks
 from avssl.config import PretrainConfig, load_config, to_yaml
 from avssl.console import quiet_lightning
@@ -197,6 +197,9 @@ def run(config: PretrainConfig) -> RunResult:
             labeled, run_dir.path / "probe.json", config.probe.every_n_epochs, config.probe.random_init_baseline, config.run.seed
         )
         callbacks.append(probe_callback)
+        if config.health.knn_every_n_epochs:
+            callbacks.append(KNNMonitor(labeled, config.health.knn_k, config.health.knn_temperature,
+                                        config.health.knn_every_n_epochs, config.run.seed))
 
     trainer = _trainer(config, run_dir, callbacks)
     if config.run.resume is not None:

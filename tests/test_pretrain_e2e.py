@@ -77,6 +77,18 @@ def test_probe_callback_reports_both_backbones(run):
         assert result["train_clips"] + result["test_clips"] == 6 * 4
 
 
+def test_knn_monitor_logs_each_epoch_next_to_its_random_init(run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    scalars = events.Tags()["scalars"]
+    for name in ("audio", "video", "joint"):
+        assert len(events.Scalars(f"health/knn/{name}_top1")) == 2  # health.knn_every_n_epochs=1, 2 epochs
+        assert f"health/knn/{name}_random_init" in scalars
+        assert all(0.0 <= e.value <= 1.0 for e in events.Scalars(f"health/knn/{name}_top1"))
+
+
 def test_checkpoint_is_data_and_export_reproduces_the_module_embeddings(run, tmp_path):
     ckpt = torch.load(run / "checkpoints/last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["hyper_parameters"]["config"]["backbone"]["embed_dim"] == 32

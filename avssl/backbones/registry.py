@@ -32,6 +32,7 @@ import fnmatch
 from dataclasses import fields
 from typing import Any, Callable
 
+import torch
 from torch import nn
 
 from avssl.backbones.cnn import CNNAudioVisualEncoder
@@ -58,6 +59,18 @@ def build_encoder(spec: BackboneSpec) -> nn.Module:
     if spec.kind not in ENCODER_KINDS:
         raise ValueError(f"backbone kind={spec.kind!r} is unknown; valid kinds: {sorted(ENCODER_KINDS)}")
     return ENCODER_KINDS[spec.kind](spec)
+
+
+def build_seeded_encoder(spec: BackboneSpec, seed: int) -> nn.Module:
+    """`build_encoder` with its initialisation drawn from ``torch.manual_seed(seed)``.
+
+    The global CPU random state is forked, so building it leaves the run's own random stream (data
+    order, masking, dropout) where it was. This is the random-init baseline of the evaluation
+    callbacks: the same architecture as the trained backbone, before any training.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_encoder(spec)
 
 
 def _cav_mae(size: dict[str, int]) -> dict[str, Any]:

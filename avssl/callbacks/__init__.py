@@ -2,7 +2,8 @@
 
 from avssl.callbacks.data_report import DataReportCallback
 from avssl.callbacks.health import ChanceMonitor
+from avssl.callbacks.knn_monitor import KNNMonitor
 from avssl.callbacks.last_checkpoint import AtomicCheckpointIO, LastCheckpoint
 from avssl.callbacks.linear_probe import LinearProbeCallback
 
-__all__ = ["AtomicCheckpointIO", "ChanceMonitor", "DataReportCallback", "LastCheckpoint", "LinearProbeCallback"]
+__all__ = ["AtomicCheckpointIO", "ChanceMonitor", "DataReportCallback", "KNNMonitor", "LastCheckpoint", "LinearProbeCallback"]

@@ -24,7 +24,7 @@ import pytorch_lightning as pl
 import torch
 
 from avssl.backbones.encoder import AudioVisualEncoder
-from avssl.backbones.registry import build_encoder
+from avssl.backbones.registry import build_seeded_encoder
 from avssl.evaluation.linear_probe import FEATURE_SETS, linear_probe
 from datamodules.errors import DataSourceError
 from datamodules.labeled import LabeledClipDataModule
@@ -77,9 +77,7 @@ class LinearProbeCallback(pl.Callback):
             return
         self.datamodule.setup("fit")
         if self.random_init_baseline:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(self.seed)
-                fresh = build_encoder(pl_module.backbone.spec).to(pl_module.device)
+            fresh = build_seeded_encoder(pl_module.backbone.spec, self.seed).to(pl_module.device)
             self._probe(trainer, "random_init", fresh, pl_module.device)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

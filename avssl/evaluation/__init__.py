@@ -1,1 +1,1 @@
-"""Evaluation of frozen backbones: linear probes (kNN and retrieval come later)."""
+"""Evaluation of frozen backbones: linear probes and weighted kNN (retrieval comes later)."""
