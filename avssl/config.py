@@ -169,7 +169,7 @@ class HealthConfig:
     # "at chance": the mean of the last 20 steps is above (1 - tolerance) x the chance value
     chance_tolerance: float = field(default=0.02, metadata=in_range(0.0, 1.0, include_high=False))
     # kNN top-1 on the probe set's frozen features after every n-th epoch (0: off); needs the probe set
-    knn_every_n_epochs: int = field(default=1, metadata=non_negative())
+    knn_every_n_epochs: int = field(default=5, metadata=non_negative())
     # neighbours that vote: solo-learn's 20, not Wu et al.'s 200, as probe sets hold a few hundred clips
     knn_k: int = field(default=20, metadata=positive())
     # a neighbour's vote is exp(cosine similarity / temperature) (Wu et al. 2018)

@@ -11,7 +11,8 @@ same figure for a freshly initialised backbone of the same architecture
 random init while the training loss fell.
 
 Cost: the probe set is decoded once, when fitting starts, and its batches are kept in memory (the
-size is logged), so each check is one embedding pass over it and no decoding. The check runs on
+size is logged; a set of more than `KEEP_DECODED_BYTES` decoded is decoded again at each check
+instead), so each check is one embedding pass over it and no decoding. The check runs on
 global rank 0 only, like `avssl.callbacks.LinearProbeCallback`, on the module's device.
 """
 
@@ -31,6 +32,10 @@ from datamodules.errors import DataSourceError
 from datamodules.labeled import LabeledClipDataModule
 
 log = logging.getLogger(__name__)
+
+# The probe set is kept decoded in memory up to this size (a few hundred small clips take about
+# 100 MB); a larger one is decoded again at every check instead of filling the host's memory.
+KEEP_DECODED_BYTES = 2**30
 
 # A feature set is "worse than at random init" when its top-1 is more than this below the random
 # init's (fractions). On the demo's 144 test clips one clip is 0.7 points: 2 points is three clips,
@@ -99,7 +104,7 @@ class KNNMonitor(pl.Callback):
         self.results: dict[str, dict[str, float]] = {}
         self.epoch_losses: dict[int, float] = {}
         self.warned: set[str] = set()
-        self._batches: dict[str, list[dict[str, Any]]] = {}  # "train" / "test" -> decoded batches
+        self._batches: dict[str, Any] = {}  # "train" / "test" -> decoded batches, or their loaders
         self._loss_sum: Tensor | None = None  # on the module's device: no host sync per step
         self._loss_steps = 0
 
@@ -107,18 +112,27 @@ class KNNMonitor(pl.Callback):
         if not trainer.is_global_zero:
             return
         self.datamodule.setup("fit")
-        batches = {"train": list(self.datamodule.train_dataloader()), "test": list(self.datamodule.test_dataloader())}
-        labels = {split: [label for b in kept for label in b["label"].tolist()] for split, kept in batches.items()}
-        try:  # clips that failed to decode may leave a split no classifier can use
-            self.datamodule.check_split(labels["train"], labels["test"])
-        except DataSourceError as err:
-            log.error("kNN monitor off: %s", err)
-            return
-        self._batches = batches
-        size = sum(b[key].numel() * b[key].element_size() for kept in batches.values() for b in kept for key in ("audio", "video"))
-        log.info("kNN monitor: %d train and %d test clips of %s decoded once and kept in memory (%.1f MB); "
-                 "k=%d, every %d epoch(s)", len(labels["train"]), len(labels["test"]), self.datamodule.source,
-                 size / 2**20, self.k, self.every_n_epochs)
+        loaders = {"train": self.datamodule.train_dataloader(), "test": self.datamodule.test_dataloader()}
+        pre = self.datamodule.preprocessing
+        clip_bytes = 4 * (3 * pre.num_frames * pre.frame_size**2 + pre.audio_frames * pre.num_mel_bins)
+        if (self.datamodule.num_train + self.datamodule.num_test) * clip_bytes > KEEP_DECODED_BYTES:
+            self._batches = loaders  # setup() checked the scanned split
+            kept = f"decoded again at each check (more than {KEEP_DECODED_BYTES / 2**30:.0f} GiB decoded)"
+        else:
+            batches = {split: list(loader) for split, loader in loaders.items()}
+            labels = {split: [label for b in kept for label in b["label"].tolist()] for split, kept in batches.items()}
+            try:  # clips that failed to decode may leave a split no classifier can use
+                self.datamodule.check_split(labels["train"], labels["test"])
+            except DataSourceError as err:
+                log.error("kNN monitor off: %s", err)
+                return
+            self._batches = batches
+            size = sum(b[key].numel() * b[key].element_size() for kept in batches.values() for b in kept
+                       for key in ("audio", "video"))
+            kept = f"decoded once and kept in memory ({size / 2**20:.1f} MB)"
+        log.info("kNN monitor: %d train and %d test clips of %s, %s; k=%d, every %d epoch(s)",
+                 self.datamodule.num_train, self.datamodule.num_test, self.datamodule.source, kept, self.k,
+                 self.every_n_epochs)
         fresh = build_seeded_encoder(pl_module.backbone.spec, self.seed).to(pl_module.device)
         self._record(trainer, "random_init", self._top1(fresh, pl_module.device))
         del fresh
