@@ -104,7 +104,7 @@ def test_worse_than_random_init_while_the_loss_falls():
     ("health.knn_every_n_epochs=-1", "health.knn_every_n_epochs=-1: must be >= 0"),
 ])
 def test_knn_config_keys_are_checked(override, message):
-    assert (load_config([]).health.knn_k, load_config([]).health.knn_every_n_epochs) == (20, 1)
+    assert (load_config([]).health.knn_k, load_config([]).health.knn_every_n_epochs) == (20, 5)
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_config([override])
 
