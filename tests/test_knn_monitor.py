@@ -18,6 +18,7 @@ from avssl.config import load_config
 from avssl.errors import ConfigError
 from avssl.evaluation.knn import knn_predict_labels, knn_top1
 from datamodules.errors import DataSourceError
+from datamodules.preprocessing import Preprocessing
 
 
 def naive_knn(train_x, train_y, test_x, k, temperature):
@@ -135,6 +136,9 @@ class InMemoryLabeled:
     """What `KNNMonitor` reads of a `LabeledClipDataModule`, with batches built in memory."""
 
     source = "probe.data=<in memory>"
+    preprocessing = Preprocessing(num_frames=SPEC.num_frames, frame_size=SPEC.frame_size,
+                                  audio_frames=SPEC.audio_frames, num_mel_bins=SPEC.num_mel_bins)
+    num_train, num_test = 8 * CLASSES, 4 * CLASSES  # as `_batches` builds them
 
     def __init__(self, degenerate: bool = False):
         self.loads = 0
