@@ -53,6 +53,7 @@ _CHECKS: dict[str, dict[str, Any]] = {
     "video_tower": one_of(VIDEO_TOWERS),
     "audio_tower": one_of(AUDIO_TOWERS),
     "tower_width": positive(),
+    "tower_stem_stride": positive(),
 }
 
 

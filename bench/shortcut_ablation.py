@@ -114,10 +114,8 @@ def select_frames(video: Tensor, frames: int) -> Tensor:
 
 def build(v: dict[str, Any]) -> tuple[CNNAudioVisualEncoder, AVInfoNCE]:
     spec = BackboneSpec(kind="cnn", embed_dim=8 * v["width"], video_tower="strided_conv", audio_tower="strided_conv",
-                        tower_width=v["width"])
+                        tower_width=v["width"], tower_stem_stride=v["stem_stride"])
     encoder = CNNAudioVisualEncoder(spec)
-    if v["stem_stride"] != 2:
-        encoder.video_tower.features[0].stride = (1, v["stem_stride"], v["stem_stride"])
     loss = AVInfoNCE(encoder, temperature=v["temperature"], gather_distributed=False, negatives=v["negatives"])
     if v["head"] == "mlp":
         d = spec.embed_dim

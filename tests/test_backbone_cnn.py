@@ -22,12 +22,15 @@ SPECS = [  # every tower, with and without a projection to embed_dim
     cnn_spec(audio_tower="resnet18"),
     cnn_spec(audio_tower="l3_vgg", embed_dim=16),
     cnn_spec(video_tower="strided_conv", audio_tower="strided_conv", tower_width=8, embed_dim=64),
+    cnn_spec(video_tower="strided_conv", audio_tower="strided_conv", tower_width=8, embed_dim=64, tower_stem_stride=1),
 ]
-# video feature map of 4 frames of 32 px: R(2+1)D-18 halves T three times (rounded up), strided_conv once
-VIDEO_MAPS = {"r2plus1d_18": (2, 512, 1, 2, 2), "strided_conv": (2, 64, 2, 2, 2)}
+# video feature map of 4 frames of 32 px: R(2+1)D-18 halves T three times (rounded up), strided_conv
+# once; strided_conv halves space four times, three with a full-resolution first layer
+VIDEO_MAPS = {("r2plus1d_18", 2): (2, 512, 1, 2, 2), ("strided_conv", 2): (2, 64, 2, 2, 2), ("strided_conv", 1): (2, 64, 2, 4, 4)}
 
 
-@pytest.fixture(scope="module", params=SPECS, ids=lambda s: f"{s.video_tower}-{s.audio_tower}-{s.embed_dim}")
+@pytest.fixture(scope="module", params=SPECS,
+                ids=lambda s: f"{s.video_tower}-{s.audio_tower}-{s.embed_dim}-stem{s.tower_stem_stride}")
 def encoder(request):
     torch.manual_seed(0)
     return CNNAudioVisualEncoder(request.param)
@@ -41,7 +44,7 @@ def test_output_shapes_and_finite(encoder):
     for name in ("audio", "video", "joint"):
         assert out[f"{name}_embedding"].shape == (2, d)
         assert torch.isfinite(out[f"{name}_embedding"]).all()
-    assert out["video_feature_map"].shape == VIDEO_MAPS[encoder.spec.video_tower]
+    assert out["video_feature_map"].shape == VIDEO_MAPS[encoder.spec.video_tower, encoder.spec.tower_stem_stride]
     assert out["audio_feature_map"].shape[:2] == (2, encoder.audio_tower.out_dim)
     assert torch.allclose(out["joint_embedding"], (out["audio_embedding"] + out["video_embedding"]) / 2)
 

@@ -168,17 +168,19 @@ def _strided_stages(conv: type[nn.Module], norm: type[nn.Module], in_ch: int, wi
 
 
 class StridedConvVideoTower(nn.Module):
-    """Four stride-2 3x3x3 conv-BN-ReLU stages (w, 2w, 4w, 8w channels) and a global average pool.
+    """Four 3x3x3 conv-BN-ReLU stages (w, 2w, 4w, 8w channels) and a global average pool.
 
-    Space is halved by every stage, time only by the third, so 4 input frames still give 2 steps
-    of motion features. ``forward_features``: ``[B, 3, T, H, W] -> [B, 8w, T/2, H/16, W/16]``
-    (rounded up); ``forward``: ``[B, 8w]``.
+    Space is halved by every stage but the first, which strides by ``stem_stride`` (2: halved
+    too; 1: full resolution), time only by the third, so 4 input frames still give 2 steps of
+    motion features. ``forward_features``: ``[B, 3, T, H, W] -> [B, 8w, T/2, H/(8 s), W/(8 s)]``
+    (rounded up, s the stem stride); ``forward``: ``[B, 8w]``.
     """
 
-    def __init__(self, width: int = 32):
+    def __init__(self, width: int = 32, stem_stride: int = 2):
         super().__init__()
         self.out_dim = 8 * width
-        self.features = _strided_stages(nn.Conv3d, nn.BatchNorm3d, 3, width, ((1, 2, 2), (1, 2, 2), (2, 2, 2), (1, 2, 2)))
+        strides = ((1, stem_stride, stem_stride), (1, 2, 2), (2, 2, 2), (1, 2, 2))
+        self.features = _strided_stages(nn.Conv3d, nn.BatchNorm3d, 3, width, strides)
         self.pool = nn.AdaptiveAvgPool3d(1)
 
     def forward_features(self, video: Tensor) -> Tensor:
@@ -210,10 +212,11 @@ class StridedConvAudioTower(nn.Module):
 
 
 # Tower names of `BackboneSpec.video_tower` and `audio_tower` (kind "cnn"); each maps to a
-# constructor taking the spec (only the strided_conv towers read a field of it, tower_width).
+# constructor taking the spec (only the strided_conv towers read fields of it: tower_width, and
+# tower_stem_stride for video).
 VIDEO_TOWERS: dict[str, Callable[[BackboneSpec], nn.Module]] = {
     "r2plus1d_18": lambda spec: R2Plus1DVideoTower(),
-    "strided_conv": lambda spec: StridedConvVideoTower(spec.tower_width),
+    "strided_conv": lambda spec: StridedConvVideoTower(spec.tower_width, spec.tower_stem_stride),
 }
 AUDIO_TOWERS: dict[str, Callable[[BackboneSpec], nn.Module]] = {
     "resnet18": lambda spec: ResNet18AudioTower(),

@@ -48,6 +48,9 @@ class BackboneSpec:
         video_tower: CNN video tower of the "cnn" kind (`avssl.backbones.cnn.VIDEO_TOWERS`).
         audio_tower: CNN audio tower of the "cnn" kind (`avssl.backbones.cnn.AUDIO_TOWERS`).
         tower_width: channels of the first stage of the ``strided_conv`` towers (then 2x, 4x, 8x).
+        tower_stem_stride: spatial stride of the ``strided_conv`` video tower's first layer; 1
+            keeps the first layer at full resolution, which small objects in small frames need
+            (docs/objectives.md, "Learning what transfers").
     """
 
     embed_dim: int = 768
@@ -74,3 +77,4 @@ class BackboneSpec:
     video_tower: str = "r2plus1d_18"
     audio_tower: str = "resnet18"
     tower_width: int = 32
+    tower_stem_stride: int = 2  # 2: the tower of exports written before this field existed
