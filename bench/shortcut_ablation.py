@@ -17,7 +17,7 @@ stride of the video tower's first layer), ``negatives`` (``all``: NT-Xent, same-
 negatives too; ``cross_modal``), ``head`` (``simclr``: lightly's SimCLR head, Linear-BN-ReLU-
 Linear-BN; ``mlp``: Linear-ReLU-Linear), ``lr``, ``batch``, ``steps``, ``jitter_s`` (the audio
 window is cut up to this many seconds away from the video window, independently: a temporal
-offset between the streams), ``colour`` (colour jitter strength of the frames), ``spec_mask``
+offset between the streams), ``colour`` (SimCLR's colour distortion of the frames at this strength), ``spec_mask``
 (SpecAugment-style time and frequency masks and a random gain on the fbank), ``supervised``
 (an upper bound: the same encoder trained with labels on the labeled train split, a linear head per
 embedding and the sum of their cross-entropies, for the same number of steps, then probed frozen).
@@ -40,6 +40,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+import torchvision.transforms.v2.functional as TF
 from torch import Tensor, nn
 
 from avssl.backbones.cnn import CNNAudioVisualEncoder
@@ -67,17 +68,22 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "cross_modal": {"negatives": "cross_modal"},
     "mlp_head": {"head": "mlp"},
     "jitter": {"jitter_s": 0.5},
-    "colour": {"colour": 0.4},
+    "colour": {"colour": 1.0},
     "spec_mask": {"spec_mask": True},
     "batch64": {"batch": 64, "steps": 160},
     "frames16_stem1": {"frames": 16, "stem_stride": 1},
     "frames16_stem1_cross": {"frames": 16, "stem_stride": 1, "negatives": "cross_modal"},
-    "aug": {"jitter_s": 0.5, "colour": 0.4, "spec_mask": True},
-    "cross_aug": {"negatives": "cross_modal", "jitter_s": 0.5, "colour": 0.4, "spec_mask": True},
+    "aug": {"jitter_s": 0.5, "colour": 1.0, "spec_mask": True},
+    "cross_aug": {"negatives": "cross_modal", "jitter_s": 0.5, "colour": 1.0, "spec_mask": True},
     "supervised": {"supervised": True},
     "supervised_frames16_stem1": {"supervised": True, "frames": 16, "stem_stride": 1},
-    "full": {"frames": 16, "stem_stride": 1, "negatives": "cross_modal", "head": "mlp", "jitter_s": 0.5,
-             "colour": 0.4, "spec_mask": True},
+    "frames8": {"frames": 8},
+    "frames8_aug": {"frames": 8, "colour": 1.0, "spec_mask": True},
+    "frames8_cross_aug": {"frames": 8, "negatives": "cross_modal", "colour": 1.0, "spec_mask": True},
+    "frames8_cross_aug_jitter": {"frames": 8, "negatives": "cross_modal", "colour": 1.0, "spec_mask": True,
+                                 "jitter_s": 0.25},
+    "frames8_stem1_cross_aug": {"frames": 8, "stem_stride": 1, "width": 16, "negatives": "cross_modal",
+                                "colour": 1.0, "spec_mask": True},
 }
 
 
@@ -124,6 +130,26 @@ def build(v: dict[str, Any]) -> tuple[CNNAudioVisualEncoder, AVInfoNCE]:
     return encoder, loss
 
 
+def colour_jitter(video: Tensor, strength: float, g: torch.Generator) -> Tensor:
+    """SimCLR's colour distortion at ``strength`` (brightness, contrast, saturation 0.8 s, hue 0.2 s,
+    applied with p 0.8; greyscale with p 0.2), one draw per clip, on normalised ``[B, 3, T, S, S]``."""
+    mean = torch.tensor(PRE.video_mean).view(1, 3, 1, 1, 1)
+    std = torch.tensor(PRE.video_std).view(1, 3, 1, 1, 1)
+    frames = (video * std + mean).clamp(0, 1).transpose(1, 2)  # (B, T, 3, S, S)
+    out = []
+    for clip in frames:
+        u = torch.rand(6, generator=g)
+        if u[0] < 0.8:
+            clip = TF.adjust_brightness(clip, 1 + 0.8 * strength * (2 * float(u[1]) - 1))
+            clip = TF.adjust_contrast(clip, 1 + 0.8 * strength * (2 * float(u[2]) - 1))
+            clip = TF.adjust_saturation(clip, 1 + 0.8 * strength * (2 * float(u[3]) - 1))
+            clip = TF.adjust_hue(clip, 0.2 * strength * (2 * float(u[4]) - 1))
+        if u[5] < 0.2:
+            clip = TF.rgb_to_grayscale(clip, num_output_channels=3)
+        out.append(clip)
+    return (torch.stack(out).transpose(1, 2) - mean) / std
+
+
 def augment(video: Tensor, audio: Tensor, v: dict[str, Any], g: torch.Generator) -> tuple[Tensor, Tensor]:
     """The variant's augmentation of a batch: video ``[B, 3, T, S, S]`` (16 frames), audio ``[B, 1, F, M]``."""
     b = len(video)
@@ -138,12 +164,7 @@ def augment(video: Tensor, audio: Tensor, v: dict[str, Any], g: torch.Generator)
         video = torch.stack([video[i, :, t0[i]:t0[i] + keep_t] for i in range(b)])
         audio = torch.stack([audio[i, :, f0[i]:f0[i] + keep_f] for i in range(b)])
     if v["colour"]:
-        s = v["colour"]
-        scale = 1 + (torch.rand(b, 3, 1, 1, 1, generator=g) * 2 - 1) * s  # per-channel gain: hue and brightness
-        shift = (torch.rand(b, 1, 1, 1, 1, generator=g) * 2 - 1) * s
-        grey = torch.rand(b, 1, 1, 1, 1, generator=g) < 0.2
-        video = video * scale + shift
-        video = torch.where(grey, video.mean(dim=1, keepdim=True).expand_as(video), video)
+        video = colour_jitter(video, v["colour"], g)
     if v["spec_mask"]:
         audio = audio.clone()
         frames, mels = audio.shape[2:]

@@ -91,7 +91,7 @@ COLLECTIONS: dict[str, Collection] = {
     "demo": Collection(tuple(demo_scenes.CLASSES), demo_scenes.render_scene, DEMO_VERSION,
                        DEFAULT_NUM_UNLABELED, DEFAULT_CLIPS_PER_CLASS),
     # 600 unlabelled clips and 60 labelled per class (480: 336 train / 144 test at the probe's 0.3)
-    "looming": Collection(looming_scenes.CLASSES, looming_scenes.render_looming_scene, 1, 600, 60),
+    "looming": Collection(looming_scenes.CLASSES, looming_scenes.render_looming_scene, 2, 600, 60),
 }
 
 

@@ -138,8 +138,8 @@ def render_looming_scene(class_name: str, rng: np.random.Generator, canvas: Canv
     loudness = rng.uniform(0.0, 1.0)  # shared cue: object brightness and sound level
 
     # Video: textured background whose hue sets the hum; the object grows or shrinks as it drifts.
-    r_max = rng.uniform(0.22, 0.36) * s
-    r_min = r_max * rng.uniform(0.25, 0.5)
+    r_max = rng.uniform(0.28, 0.4) * s
+    r_min = r_max * rng.uniform(0.45, 0.6)
     size = _ramp(t_video, period, phase, direction)[:, None, None]  # (T, 1, 1)
     radius = r_min + (r_max - r_min) * size
     start = rng.uniform(r_max, s - r_max, size=2)
@@ -152,15 +152,15 @@ def render_looming_scene(class_name: str, rng: np.random.Generator, canvas: Canv
     masks = _shape_mask(shape, x, y, cx, cy, radius) & visible  # (T, S, S)
 
     background_hue = rng.uniform()
-    background = _rgb(background_hue, rng.uniform(0.3, 1.0), rng.uniform(0.1, 0.45))  # darker than any object
+    background = _rgb(background_hue, rng.uniform(0.3, 1.0), rng.uniform(0.05, 0.4))  # darker than any object
     if rng.uniform() < 0.5:  # a grating of random orientation and frequency
         angle, cycles = rng.uniform(0, np.pi), rng.uniform(1.0, 6.0)
         grating = np.sin(2 * np.pi * cycles * (x * np.cos(angle) + y * np.sin(angle)) / s + rng.uniform(0, 2 * np.pi))
-        texture = rng.uniform(10, 40) * grating[0][..., None]  # (S, S, 1)
+        texture = rng.uniform(5, 25) * grating[0][..., None]  # (S, S, 1)
     else:  # pixel noise
-        texture = rng.normal(0.0, rng.uniform(5, 20), size=(s, s, 1))
-    value = 0.55 + 0.45 * loudness  # the object is as bright as the clip is loud
-    colour = _rgb(rng.uniform(), rng.uniform(0.2, 1.0), value)
+        texture = rng.normal(0.0, rng.uniform(3, 12), size=(s, s, 1))
+    value = 0.75 + 0.25 * loudness  # the object is as bright as the clip is loud
+    colour = _rgb(rng.uniform(), rng.uniform(0.0, 0.8), value)
     image = np.where(masks[..., None], colour, background + texture)  # (T, S, S, 3)
     frames = np.clip(np.rint(image), 0, 255).astype(np.uint8)
 
