@@ -43,10 +43,12 @@ KEEP_DECODED_BYTES = 2**30
 WORSE_MARGIN = 0.02
 
 SHORTCUT_HINT = (
-    "try augmentation that hides what only one clip has (random crops: data.preprocessing.crop=random; "
-    "audio shifted against the video: data.av_offset_s), more frames per clip "
-    "(data.preprocessing.num_frames), cross-modal negatives only (objectives.av_infonce.negatives=cross_modal), "
-    "or a contrastive term on a masked pass (objectives.av_infonce.pass_name=masked)"
+    "augmentation that hides what only one clip has (colour jitter: data.augment.video.brightness/contrast/"
+    "saturation/hue; audio gain and masks: data.augment.audio.gain_db, time_mask_frames, freq_mask_bins; "
+    "random crops: data.augment.video.resized_crop_scale; audio shifted against the video: data.av_offset_s), "
+    "more frames per clip (data.preprocessing.num_frames), cross-modal negatives only "
+    "(objectives.av_infonce.negatives=cross_modal), or a contrastive term on a masked pass "
+    "(objectives.av_infonce.pass_name=masked)"
 )
 
 
