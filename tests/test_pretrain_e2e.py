@@ -35,6 +35,7 @@ TINY = [
     "trainer.max_epochs=2",
     "optim.warmup_epochs=0",
     "probe.batch_size=16",
+    "health.knn_every_n_epochs=1",
 ]
 
 
