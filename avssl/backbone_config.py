@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, fields, make_dataclass, replace
 from typing import Any, Optional
 
 from avssl.backbones.block import ATTENTION_KERNELS
-from avssl.backbones.cnn import AUDIO_TOWERS, VIDEO_TOWERS
+from avssl.backbones.cnn import AUDIO_TOWERS, TOWER_POOLS, VIDEO_TOWERS
 from avssl.backbones.registry import BACKBONE_PRESETS, ENCODER_KINDS, preset_spec
 from avssl.backbones.sizes import BACKBONE_SIZES
 from avssl.backbones.spec import BackboneSpec
@@ -54,6 +54,8 @@ _CHECKS: dict[str, dict[str, Any]] = {
     "audio_tower": one_of(AUDIO_TOWERS),
     "tower_width": positive(),
     "tower_stem_stride": positive(),
+    "video_pool": one_of(TOWER_POOLS),
+    "audio_pool": one_of(TOWER_POOLS),
 }
 
 

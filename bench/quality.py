@@ -17,8 +17,8 @@ audio / video / joint top-1 of the one probe protocol (`avssl.evaluation.linear_
 * **pretrained**: the backbone after pretraining (wall time: the whole run, both probes included);
 * **supervised (same encoder)**: the recipe's encoder trained from the same seed with labels on the
   train split only (a linear head per embedding, sum of the three cross-entropies, AdamW at the
-  recipe's lr and weight decay, batch 32, ``--supervised-epochs``), then frozen and probed (wall
-  time: training and probe; the clips are decoded once beforehand).
+  recipe's lr and weight decay, batch 32, ``--supervised-epochs``; 0 leaves this row out), then
+  frozen and probed (wall time: training and probe; the clips are decoded once beforehand).
 
 It also reads the run's TensorBoard scalars: every ``train/*`` and ``health/*`` tag, as the mean of
 its last 5 logged values, paired with ``health/<objective>/<term>_chance`` where the run logs one
@@ -149,9 +149,10 @@ def one_seed(config: PretrainConfig, seed: int, supervised_epochs: int) -> dict[
     started = time.perf_counter()
     rows["trivial"] = top1(trivial_features(train), train.labels, trivial_features(test), test.labels, seed)
     rows["trivial"]["seconds"] = time.perf_counter() - started
-    started = time.perf_counter()
-    rows["supervised"] = supervised(config, train, test, len(labeled.class_names), supervised_epochs, seed)
-    rows["supervised"]["seconds"] = time.perf_counter() - started
+    if supervised_epochs:
+        started = time.perf_counter()
+        rows["supervised"] = supervised(config, train, test, len(labeled.class_names), supervised_epochs, seed)
+        rows["supervised"]["seconds"] = time.perf_counter() - started
     scalars = final_scalars(result.run_dir / "tensorboard")
     retrieval = {name: {d: scalars.get(f"health/{name}/retrieval_{d}") for d in ("a2v", "v2a")}
                  for name in config.objectives}
@@ -208,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="the synthetic collection to pretrain and probe on")
     parser.add_argument("--recipes", nargs="+", default=["default", "cav_mae_demo"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--supervised-epochs", type=int, default=30)
+    parser.add_argument("--supervised-epochs", type=int, default=30, help="0: no supervised row")
     parser.add_argument("--out", default="bench/results/quality.json")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", dest="sets",
                         help="dotlist overrides applied to every recipe, e.g. trainer.max_epochs=2")

@@ -60,7 +60,8 @@ PRE = Preprocessing(clip_seconds=2.0, num_frames=16, frame_size=64, sample_rate=
 FPS = 8  # the collections' frame rate: 16 frames cover the 2 s clip
 BASE: dict[str, Any] = {"frames": 4, "stem_stride": 2, "negatives": "all", "head": "simclr", "lr": 1e-3,
                         "batch": 32, "steps": 320, "jitter_s": 0.0, "colour": 0.0, "spec_mask": False,
-                        "temperature": 0.1, "width": 32, "supervised": False}
+                        "temperature": 0.1, "width": 32, "pool": "avg", "audio_pool": "avg",
+                        "supervised": False}
 VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},
     "frames16": {"frames": 16},
@@ -82,6 +83,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "frames8_cross_aug": {"frames": 8, "negatives": "cross_modal", "colour": 1.0, "spec_mask": True},
     "frames8_cross_aug_jitter": {"frames": 8, "negatives": "cross_modal", "colour": 1.0, "spec_mask": True,
                                  "jitter_s": 0.25},
+    "max": {"pool": "max", "audio_pool": "max"},
+    "max_video": {"pool": "max"},
+    "supervised_max": {"supervised": True, "pool": "max", "audio_pool": "max"},
+    "frames8_max": {"frames": 8, "pool": "max", "audio_pool": "max"},
+    "frames8_max_aug": {"frames": 8, "pool": "max", "audio_pool": "max", "colour": 1.0, "spec_mask": True},
     "frames8_stem1_cross_aug": {"frames": 8, "stem_stride": 1, "width": 16, "negatives": "cross_modal",
                                 "colour": 1.0, "spec_mask": True},
 }
@@ -120,7 +126,7 @@ def select_frames(video: Tensor, frames: int) -> Tensor:
 
 def build(v: dict[str, Any]) -> tuple[CNNAudioVisualEncoder, AVInfoNCE]:
     spec = BackboneSpec(kind="cnn", embed_dim=8 * v["width"], video_tower="strided_conv", audio_tower="strided_conv",
-                        tower_width=v["width"], tower_stem_stride=v["stem_stride"])
+                        tower_width=v["width"], tower_stem_stride=v["stem_stride"], video_pool=v["pool"], audio_pool=v["audio_pool"])
     encoder = CNNAudioVisualEncoder(spec)
     loss = AVInfoNCE(encoder, temperature=v["temperature"], gather_distributed=False, negatives=v["negatives"])
     if v["head"] == "mlp":

@@ -23,6 +23,7 @@ SPECS = [  # every tower, with and without a projection to embed_dim
     cnn_spec(audio_tower="l3_vgg", embed_dim=16),
     cnn_spec(video_tower="strided_conv", audio_tower="strided_conv", tower_width=8, embed_dim=64),
     cnn_spec(video_tower="strided_conv", audio_tower="strided_conv", tower_width=8, embed_dim=64, tower_stem_stride=1),
+    cnn_spec(video_tower="strided_conv", audio_tower="strided_conv", tower_width=8, embed_dim=64, video_pool="max", audio_pool="max"),
 ]
 # video feature map of 4 frames of 32 px: R(2+1)D-18 halves T three times (rounded up), strided_conv
 # once; strided_conv halves space four times, three with a full-resolution first layer
@@ -30,7 +31,7 @@ VIDEO_MAPS = {("r2plus1d_18", 2): (2, 512, 1, 2, 2), ("strided_conv", 2): (2, 64
 
 
 @pytest.fixture(scope="module", params=SPECS,
-                ids=lambda s: f"{s.video_tower}-{s.audio_tower}-{s.embed_dim}-stem{s.tower_stem_stride}")
+                ids=lambda s: f"{s.video_tower}-{s.audio_tower}-{s.embed_dim}-stem{s.tower_stem_stride}-{s.video_pool}-{s.audio_pool}")
 def encoder(request):
     torch.manual_seed(0)
     return CNNAudioVisualEncoder(request.param)
@@ -78,6 +79,21 @@ def test_spec_and_state_dict_round_trip(encoder):
         a, b = encoder.forward_features(audio, video), rebuilt.forward_features(audio, video)
     for key in ("audio_embedding", "video_embedding", "joint_embedding"):
         assert torch.equal(a[key], b[key])
+
+
+def test_max_pool_keeps_a_small_bright_patch_that_avg_pool_dilutes():
+    torch.manual_seed(0)
+    pooled = {p: CNNAudioVisualEncoder(cnn_spec(video_tower="strided_conv", audio_tower="strided_conv",
+                                                tower_width=8, embed_dim=64, video_pool=p)) for p in ("avg", "max")}
+    pooled["max"].load_state_dict(pooled["avg"].state_dict())  # pooling has no weights: same towers
+    video = torch.zeros(2, 3, 4, 32, 32)
+    video[1, :, :, 4:8, 4:8] = 3.0  # one 4 x 4 object in the second clip only
+    with torch.no_grad():
+        maps = pooled["avg"].eval().video_tower.forward_features(video)
+        change = {p: (enc.eval().encode_video(video)[1] - enc.encode_video(video)[0]).norm().item()
+                  for p, enc in pooled.items()}
+    assert torch.allclose(pooled["max"].encode_video(video), pooled["max"].video_proj(maps.amax(dim=(2, 3, 4))))
+    assert change["max"] > 2 * change["avg"]
 
 
 @pytest.mark.parametrize("ratios", [(0.75, 0.0), (0.0, 0.5)])

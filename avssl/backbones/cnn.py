@@ -21,7 +21,7 @@ Deviations:
 
 - ``strided_conv`` (video and audio) is avssl's own CPU-sized pair, not a published network: four
   stride-2 3x3(x3) conv-BN-ReLU stages of w, 2w, 4w, 8w channels (``tower_width`` w) and a global
-  average pool, the shape of the small conv towers the contrastive papers' ablations use. It
+  average or max pool (``video_pool``, ``audio_pool``), the shape of the small conv towers the contrastive papers' ablations use. It
   exists so that the default recipe learns on 2 CPU cores in minutes (docs/objectives.md): a
   32-wide pair trains at about 2 steps/s on a batch of 32 demo clips, R(2+1)D-18 at about 0.1.
 - All towers use PyTorch's BatchNorm defaults (eps 1e-5, momentum 0.1). XDC's released model sets
@@ -156,6 +156,13 @@ class L3AudioTower(nn.Module):
         return self.pool(self.forward_features(audio)).flatten(1)  # (B, 512)
 
 
+# Global pooling of the strided_conv towers' last map (`BackboneSpec.video_pool`, `audio_pool`), by input rank.
+TOWER_POOLS: dict[str, dict[int, type[nn.Module]]] = {
+    "avg": {2: nn.AdaptiveAvgPool2d, 3: nn.AdaptiveAvgPool3d},
+    "max": {2: nn.AdaptiveMaxPool2d, 3: nn.AdaptiveMaxPool3d},
+}
+
+
 def _strided_stages(conv: type[nn.Module], norm: type[nn.Module], in_ch: int, width: int,
                     strides: tuple[int | tuple[int, ...], ...]) -> nn.Sequential:
     """Conv-BN-ReLU stages of width, 2 x width, ... channels, one per stride, 3 (x 3) kernels."""
@@ -168,7 +175,7 @@ def _strided_stages(conv: type[nn.Module], norm: type[nn.Module], in_ch: int, wi
 
 
 class StridedConvVideoTower(nn.Module):
-    """Four 3x3x3 conv-BN-ReLU stages (w, 2w, 4w, 8w channels) and a global average pool.
+    """Four 3x3x3 conv-BN-ReLU stages (w, 2w, 4w, 8w channels) and a global pool (``pool``: avg or max).
 
     Space is halved by every stage but the first, which strides by ``stem_stride`` (2: halved
     too; 1: full resolution), time only by the third, so 4 input frames still give 2 steps of
@@ -176,12 +183,12 @@ class StridedConvVideoTower(nn.Module):
     (rounded up, s the stem stride); ``forward``: ``[B, 8w]``.
     """
 
-    def __init__(self, width: int = 32, stem_stride: int = 2):
+    def __init__(self, width: int = 32, stem_stride: int = 2, pool: str = "avg"):
         super().__init__()
         self.out_dim = 8 * width
         strides = ((1, stem_stride, stem_stride), (1, 2, 2), (2, 2, 2), (1, 2, 2))
         self.features = _strided_stages(nn.Conv3d, nn.BatchNorm3d, 3, width, strides)
-        self.pool = nn.AdaptiveAvgPool3d(1)
+        self.pool = TOWER_POOLS[pool][3](1)
 
     def forward_features(self, video: Tensor) -> Tensor:
         _check_input(video, "video", 5, 3, "[B, 3, T, H, W] (normalised frames)")
@@ -192,16 +199,16 @@ class StridedConvVideoTower(nn.Module):
 
 
 class StridedConvAudioTower(nn.Module):
-    """Four stride-2 3x3 conv-BN-ReLU stages (w, 2w, 4w, 8w channels) and a global average pool.
+    """Four stride-2 3x3 conv-BN-ReLU stages (w, 2w, 4w, 8w channels) and a global pool (avg or max).
 
     ``forward_features``: ``[B, 1, F, M] -> [B, 8w, F/16, M/16]`` (rounded up); ``forward``: ``[B, 8w]``.
     """
 
-    def __init__(self, width: int = 32):
+    def __init__(self, width: int = 32, pool: str = "avg"):
         super().__init__()
         self.out_dim = 8 * width
         self.features = _strided_stages(nn.Conv2d, nn.BatchNorm2d, 1, width, (2, 2, 2, 2))
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.pool = TOWER_POOLS[pool][2](1)
 
     def forward_features(self, audio: Tensor) -> Tensor:
         _check_input(audio, "audio", 4, 1, "[B, 1, frames, mels] (log-mel fbank)")
@@ -212,16 +219,16 @@ class StridedConvAudioTower(nn.Module):
 
 
 # Tower names of `BackboneSpec.video_tower` and `audio_tower` (kind "cnn"); each maps to a
-# constructor taking the spec (only the strided_conv towers read fields of it: tower_width, and
-# tower_stem_stride for video).
+# constructor taking the spec (only the strided_conv towers read fields of it: tower_width,
+# video_pool / audio_pool, and tower_stem_stride for video).
 VIDEO_TOWERS: dict[str, Callable[[BackboneSpec], nn.Module]] = {
     "r2plus1d_18": lambda spec: R2Plus1DVideoTower(),
-    "strided_conv": lambda spec: StridedConvVideoTower(spec.tower_width, spec.tower_stem_stride),
+    "strided_conv": lambda spec: StridedConvVideoTower(spec.tower_width, spec.tower_stem_stride, spec.video_pool),
 }
 AUDIO_TOWERS: dict[str, Callable[[BackboneSpec], nn.Module]] = {
     "resnet18": lambda spec: ResNet18AudioTower(),
     "l3_vgg": lambda spec: L3AudioTower(),
-    "strided_conv": lambda spec: StridedConvAudioTower(spec.tower_width),
+    "strided_conv": lambda spec: StridedConvAudioTower(spec.tower_width, spec.audio_pool),
 }
 
 

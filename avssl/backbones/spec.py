@@ -51,6 +51,10 @@ class BackboneSpec:
         tower_stem_stride: spatial stride of the ``strided_conv`` video tower's first layer; 1
             keeps the first layer at full resolution, which small objects in small frames need
             (docs/objectives.md, "Learning what transfers").
+        video_pool: global pooling of the ``strided_conv`` video tower's last feature map, "avg"
+            or "max"; max keeps an object that fills part of the frame from being averaged
+            away by its background (docs/objectives.md, "Learning what transfers").
+        audio_pool: the same for the ``strided_conv`` audio tower.
     """
 
     embed_dim: int = 768
@@ -78,3 +82,5 @@ class BackboneSpec:
     audio_tower: str = "resnet18"
     tower_width: int = 32
     tower_stem_stride: int = 2  # 2: the tower of exports written before this field existed
+    video_pool: str = "avg"  # avg: the towers of exports written before these fields existed
+    audio_pool: str = "avg"
