@@ -126,10 +126,8 @@ BACKBONE_FAMILIES: dict[str, Callable[[dict[str, int]], dict[str, Any]]] = {
 CNN_PRESETS: dict[str, dict[str, Any]] = {
     "r2plus1d18_resnet18": {"kind": "cnn", "embed_dim": 512, "video_tower": "r2plus1d_18", "audio_tower": "resnet18"},
     "r2plus1d18_l3vgg": {"kind": "cnn", "embed_dim": 512, "video_tower": "r2plus1d_18", "audio_tower": "l3_vgg"},
-    # avssl's CPU-sized pair (the default recipe): 32, 64, 128, 256 channels; global max pool of the
-    # video map, average of the audio map
-    "strided_conv": {"kind": "cnn", "embed_dim": 256, "video_tower": "strided_conv", "audio_tower": "strided_conv",
-                     "tower_width": 32, "video_pool": "max"},
+    # avssl's CPU-sized pair (the default recipe): 32, 64, 128, 256 channels
+    "strided_conv": {"kind": "cnn", "embed_dim": 256, "video_tower": "strided_conv", "audio_tower": "strided_conv", "tower_width": 32},
 }
 
 BACKBONE_PRESETS: list[str] = [f"{family}_{size}" for family in BACKBONE_FAMILIES for size in BACKBONE_SIZES] + list(CNN_PRESETS)
