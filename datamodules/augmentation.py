@@ -12,8 +12,9 @@ libraries', not ours:
 * audio: torchaudio's ``FrequencyMasking`` and ``TimeMasking`` on the normalised fbank
   (`mask_fbank`; SpecAugment: Park et al., Interspeech 2019, arXiv:1904.08779; as CAV-MAE and AST
   use them, `YuanGongND/cav-mae@68fe8c2a src/dataloader.py`: frequency then time masks, masked
-  to 0 before normalisation), and ``torchaudio.functional.gain`` on the waveform before the
-  fbank (`gain_waveform`).
+  to 0 before normalisation), and ``torchaudio.functional.gain`` and ``speed`` on the waveform
+  before the fbank (`gain_waveform`, `speed_waveform`; speed perturbation: Ko et al., "Audio
+  Augmentation for Speech Recognition", Interspeech 2015).
 * the temporal offset between the streams is ``data.av_offset_s`` (`datamodules.views`), not part
   of this module.
 
@@ -124,6 +125,11 @@ class AudioAugmentation:
         gain_db: ``[min, max]`` gain in dB, drawn uniformly per clip and applied to the waveform
             (``torchaudio.functional.gain``); each normalised fbank value of real audio moves by
             ``gain_db * ln(10) / 10 / audio_std``. ``[0, 0]``: off.
+        speed: ``[min, max]`` speed factor, drawn log-uniformly per clip and applied to the
+            waveform by resampling (``torchaudio.functional.speed``: tempo and pitch change
+            together, Ko et al. use 0.9-1.1); the result is cut to the clip's length, or repeated
+            from its start to fill it. It breaks cross-modal cues of rate and timing (a sound's
+            events no longer fall at the rate of the motion's). ``[1, 1]``: off.
     """
 
     time_mask_frames: int = field(default=0, metadata=non_negative())
@@ -132,6 +138,7 @@ class AudioAugmentation:
     freq_masks: int = field(default=1, metadata=non_negative())
     mask_value: float = 0.0
     gain_db: list[float] = field(default_factory=lambda: [0.0, 0.0], metadata=min_max())
+    speed: list[float] = field(default_factory=lambda: [1.0, 1.0], metadata=min_max(positive()))
 
     @property
     def masks(self) -> bool:
@@ -142,6 +149,11 @@ class AudioAugmentation:
     def gain(self) -> bool:
         """Whether the gain is on."""
         return list(self.gain_db) != [0.0, 0.0]
+
+    @property
+    def speed_perturbation(self) -> bool:
+        """Whether the speed perturbation is on."""
+        return list(self.speed) != [1.0, 1.0]
 
 
 @dataclass
@@ -247,6 +259,31 @@ def gain_waveform(waveform: Tensor, aug: AudioAugmentation, generator: torch.Gen
         return waveform
     gain_db = low if low == high else low + (high - low) * float(torch.rand(1, generator=generator))
     return torchaudio.functional.gain(waveform, gain_db)
+
+
+def speed_waveform(waveform: Tensor, sample_rate: int, aug: AudioAugmentation,
+                   generator: torch.Generator | None = None) -> Tensor:
+    """The waveform at a speed drawn log-uniformly from ``aug.speed``; unchanged when it is off.
+
+    Args:
+        waveform: float ``[samples]``.
+        sample_rate: of ``waveform``.
+        aug: ``speed``.
+        generator: draws the factor (nothing is drawn when the range is one value).
+
+    Returns:
+        float ``[samples]``: the resampled waveform cut to the input's length (slower), or repeated
+        from its start up to it (faster).
+    """
+    if not aug.speed_perturbation:
+        return waveform
+    low, high = (math.log(v) for v in aug.speed)
+    factor = math.exp(low if low == high else low + (high - low) * float(torch.rand(1, generator=generator)))
+    changed = torchaudio.functional.speed(waveform, sample_rate, factor)[0]  # (samples / factor,)
+    samples = waveform.shape[-1]
+    if changed.shape[-1] < samples:
+        changed = changed.repeat(math.ceil(samples / max(1, changed.shape[-1])))
+    return changed[:samples]
 
 
 def mask_fbank(fbank: Tensor, pre: Preprocessing, aug: AudioAugmentation, seed: int) -> Tensor:

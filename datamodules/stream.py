@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from datamodules.audio_features import log_mel_fbank, real_audio_frames
-from datamodules.augmentation import Augmentation, augment_frames, draw_seed, gain_waveform, mask_fbank
+from datamodules.augmentation import Augmentation, augment_frames, draw_seed, gain_waveform, mask_fbank, speed_waveform
 from datamodules.collate import collate_clips
 from datamodules.decode import FileInfo, clip_starts, content_spans, decode_clip, probe_file
 from datamodules.epoch_plan import Window, batches_per_worker, epoch_rng, worker_windows
@@ -288,7 +288,8 @@ def _decode_view(path: str, view: View, pre: Preprocessing, policies: DataPolici
                  generator: torch.Generator, audio_features: bool, augment: Augmentation) -> tuple[Any, ...]:
     clip = decode_clip(path, view.start_s, pre, policies, info=info, av_offset_s=view.av_offset_s)
     video = augment_frames(clip.frames, pre, augment.video, generator)  # (3, T, S, S) uint8
-    audio = gain_waveform(clip.waveform, augment.audio, generator)  # (samples,)
+    audio = speed_waveform(clip.waveform, pre.sample_rate, augment.audio, generator)  # (samples,)
+    audio = gain_waveform(audio, augment.audio, generator)
     mask_seed = draw_seed(generator) if augment.audio.masks else None
     if audio_features:
         audio = log_mel_fbank(audio, pre)  # (1, F, M)

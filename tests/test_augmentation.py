@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from torch.utils.data import DataLoader
 from avssl.config import ConfigError, available_recipes, load_config
 from datamodules.audio_features import log_mel_fbank
 from datamodules.augmentation import (LOG_MEL_PER_DB, AudioAugmentation, Augmentation, VideoAugmentation,
-                                      augment_frames, gain_waveform, mask_fbank)
+                                      augment_frames, gain_waveform, mask_fbank, speed_waveform)
 from datamodules.clips import load_clip
 from datamodules.demo import render_demo_clips
 from datamodules.labeled import LabeledClipDataModule
@@ -33,7 +34,8 @@ VIDEO_PARTS = {
 }
 ALL_VIDEO = VideoAugmentation(resized_crop_scale=[0.2, 1.0], brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1,
                               grayscale_p=0.5)
-AUDIO = AudioAugmentation(time_mask_frames=12, time_masks=2, freq_mask_bins=6, freq_masks=2, gain_db=[-6.0, 6.0])
+AUDIO = AudioAugmentation(time_mask_frames=12, time_masks=2, freq_mask_bins=6, freq_masks=2, gain_db=[-6.0, 6.0],
+                          speed=[0.8, 1.25])
 
 
 def _frames(num_frames: int = 3, height: int = 24, width: int = 40, seed: int = 0) -> torch.Tensor:
@@ -169,6 +171,30 @@ def test_a_gain_range_draws_a_gain_per_clip_from_the_generator() -> None:
     assert float(gain_waveform(waveform, aug, _generator(3))[0]) == ratios[3]
 
 
+def _peak_hz(waveform: torch.Tensor, sample_rate: int) -> float:
+    return float(torch.fft.rfft(waveform).abs().argmax()) * sample_rate / len(waveform)
+
+
+@pytest.mark.parametrize("factor", [0.5, 1.6])
+def test_a_speed_change_moves_the_pitch_and_keeps_the_length(factor: float) -> None:
+    rate, seconds = 8000, 2.0
+    tone = torch.sin(2 * math.pi * 440 * torch.arange(int(rate * seconds)) / rate)
+    changed = speed_waveform(tone, rate, AudioAugmentation(speed=[factor, factor]))
+    assert changed.shape == tone.shape
+    assert _peak_hz(changed, rate) == pytest.approx(440 * factor, rel=0.02)
+    assert changed.abs().min() < 0.5 < changed.abs().max()  # filled with the tone, repeated if faster
+
+
+def test_a_speed_range_draws_a_factor_per_clip_from_the_generator_and_off_is_the_identity() -> None:
+    rate = 8000
+    tone = torch.sin(2 * math.pi * 400 * torch.arange(rate) / rate)
+    assert speed_waveform(tone, rate, AudioAugmentation(), _generator(0)) is tone
+    aug = AudioAugmentation(speed=[0.7, 1.4])
+    peaks = [_peak_hz(speed_waveform(tone, rate, aug, _generator(seed)), rate) for seed in range(6)]
+    assert all(0.7 * 400 * 0.98 <= p <= 1.4 * 400 * 1.02 for p in peaks) and len(set(peaks)) > 3
+    assert _peak_hz(speed_waveform(tone, rate, aug, _generator(2)), rate) == peaks[2]
+
+
 # --- the stream ------------------------------------------------------------------------------------
 
 
@@ -259,7 +285,7 @@ def test_a_resume_may_change_the_augmentation() -> None:
 
 def test_augmentation_is_off_by_default_and_in_every_shipped_recipe() -> None:
     off = Augmentation()
-    assert not off.video.enabled and not off.audio.masks and not off.audio.gain
+    assert not off.video.enabled and not off.audio.masks and not off.audio.gain and not off.audio.speed_perturbation
     for recipe in available_recipes():
         assert load_config([f"recipe={recipe}"]).data.augment == off, recipe
 
@@ -284,6 +310,7 @@ def test_augmentation_overrides_reach_the_config() -> None:
     (["data.augment.video.grayscale_p=2"], r"^data.augment.video.grayscale_p=2.0: must be in \[0.0, 1.0\]"),
     (["data.augment.audio.gain_db=[6,-6]"], r"^data.augment.audio.gain_db=\[6.0, -6.0\]: min 6.0 is above max -6.0"),
     (["data.augment.audio.time_masks=-1"], r"^data.augment.audio.time_masks=-1: must be >= 0"),
+    (["data.augment.audio.speed=[0,1.2]"], r"^data.augment.audio.speed=\[0.0, 1.2\]: min \(0.0\) must be > 0"),
     (["data.augment.audio.time_mask_frames=200", "data.preprocessing.audio_frames=100"],
      r"^data.augment.audio.time_mask_frames=200: wider than the fbank's 100 \(data.preprocessing.audio_frames\)"),
     (["data.augment.audio.freq_mask_bins=200"], r"^data.augment.audio.freq_mask_bins=200: wider than the fbank's"),
