@@ -12,8 +12,8 @@ libraries', not ours:
 * audio: torchaudio's ``FrequencyMasking`` and ``TimeMasking`` on the normalised fbank
   (`mask_fbank`; SpecAugment: Park et al., Interspeech 2019, arXiv:1904.08779; as CAV-MAE and AST
   use them, `YuanGongND/cav-mae@68fe8c2a src/dataloader.py`: frequency then time masks, masked
-  to 0 before normalisation), and ``torchaudio.functional.gain`` and ``speed`` on the waveform
-  before the fbank (`gain_waveform`, `speed_waveform`; speed perturbation: Ko et al., "Audio
+  to 0 before normalisation), and ``torchaudio.functional.gain`` and ``resample`` (a speed
+  change) on the waveform before the fbank (`gain_waveform`, `speed_waveform`; speed perturbation: Ko et al., "Audio
   Augmentation for Speech Recognition", Interspeech 2015).
 * the temporal offset between the streams is ``data.av_offset_s`` (`datamodules.views`), not part
   of this module.
@@ -55,6 +55,7 @@ from datamodules.video_transforms import check_frames, resize_and_crop
 # natural-log mel energy per dB of gain: g dB scales the power by 10^(g/10), so ln(power) moves by
 # g * ln(10) / 10; kaldi's fbank is the natural log of mel power
 LOG_MEL_PER_DB = math.log(10) / 10
+MAX_SPEED_GRID = 50  # the speed factor is a multiple of 1/d, d the largest divisor of the rate up to this
 
 
 @dataclass
@@ -126,8 +127,9 @@ class AudioAugmentation:
             (``torchaudio.functional.gain``); each normalised fbank value of real audio moves by
             ``gain_db * ln(10) / 10 / audio_std``. ``[0, 0]``: off.
         speed: ``[min, max]`` speed factor, drawn log-uniformly per clip and applied to the
-            waveform by resampling (``torchaudio.functional.speed``: tempo and pitch change
-            together, Ko et al. use 0.9-1.1); the result is cut to the clip's length, or repeated
+            waveform by resampling (as ``torchaudio.functional.speed``: tempo and pitch change
+            together, Ko et al. use 0.9-1.1), rounded to a multiple of 0.02 at the usual sample
+            rates (an arbitrary factor makes the resampling kernel, and its memory, explode); the result is cut to the clip's length, or repeated
             from its start to fill it. It breaks cross-modal cues of rate and timing (a sound's
             events no longer fall at the rate of the motion's). ``[1, 1]``: off.
     """
@@ -269,7 +271,9 @@ def speed_waveform(waveform: Tensor, sample_rate: int, aug: AudioAugmentation,
         waveform: float ``[samples]``.
         sample_rate: of ``waveform``.
         aug: ``speed``.
-        generator: draws the factor (nothing is drawn when the range is one value).
+        generator: draws the factor (nothing is drawn when the range is one value); the factor is
+            then rounded to a multiple of 1/d, d the largest divisor of ``sample_rate`` up to
+            `MAX_SPEED_GRID` (1/50 at 16, 22.05, 44.1 and 48 kHz).
 
     Returns:
         float ``[samples]``: the resampled waveform cut to the input's length (slower), or repeated
@@ -279,7 +283,12 @@ def speed_waveform(waveform: Tensor, sample_rate: int, aug: AudioAugmentation,
         return waveform
     low, high = (math.log(v) for v in aug.speed)
     factor = math.exp(low if low == high else low + (high - low) * float(torch.rand(1, generator=generator)))
-    changed = torchaudio.functional.speed(waveform, sample_rate, factor)[0]  # (samples / factor,)
+    # Speed k / d: read the waveform as if recorded at rate x k / d and resample it to the rate
+    # (what torchaudio.functional.speed does, with exact integers: the resampling kernel grows
+    # with the ratio's terms in lowest terms, which stay at most d when d divides the rate)
+    grid = max(d for d in range(1, MAX_SPEED_GRID + 1) if sample_rate % d == 0)
+    source_rate = sample_rate // grid * max(1, round(factor * grid))
+    changed = torchaudio.functional.resample(waveform, source_rate, sample_rate)  # (samples / factor,)
     samples = waveform.shape[-1]
     if changed.shape[-1] < samples:
         changed = changed.repeat(math.ceil(samples / max(1, changed.shape[-1])))

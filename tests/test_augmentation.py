@@ -175,9 +175,9 @@ def _peak_hz(waveform: torch.Tensor, sample_rate: int) -> float:
     return float(torch.fft.rfft(waveform).abs().argmax()) * sample_rate / len(waveform)
 
 
-@pytest.mark.parametrize("factor", [0.5, 1.6])
-def test_a_speed_change_moves_the_pitch_and_keeps_the_length(factor: float) -> None:
-    rate, seconds = 8000, 2.0
+@pytest.mark.parametrize("factor,rate", [(0.5, 8000), (1.6, 8000), (0.733, 44100), (1.371, 22050)])
+def test_a_speed_change_moves_the_pitch_and_keeps_the_length(factor: float, rate: int) -> None:
+    seconds = 2.0  # 0.733 and 1.371 are off the factor's grid: rounded to 0.74 and 1.38, at any rate
     tone = torch.sin(2 * math.pi * 440 * torch.arange(int(rate * seconds)) / rate)
     changed = speed_waveform(tone, rate, AudioAugmentation(speed=[factor, factor]))
     assert changed.shape == tone.shape
