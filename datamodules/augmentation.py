@@ -13,8 +13,8 @@ libraries', not ours:
   (`mask_fbank`; SpecAugment: Park et al., Interspeech 2019, arXiv:1904.08779; as CAV-MAE and AST
   use them, `YuanGongND/cav-mae@68fe8c2a src/dataloader.py`: frequency then time masks, masked
   to 0 before normalisation), and ``torchaudio.functional.gain`` and ``resample`` (a speed
-  change) on the waveform before the fbank (`gain_waveform`, `speed_waveform`; speed perturbation: Ko et al., "Audio
-  Augmentation for Speech Recognition", Interspeech 2015).
+  change) on the waveform before the fbank (`gain_waveform`, `speed_waveform`; speed
+  perturbation: Ko et al., "Audio Augmentation for Speech Recognition", Interspeech 2015).
 * the temporal offset between the streams is ``data.av_offset_s`` (`datamodules.views`), not part
   of this module.
 
@@ -129,8 +129,8 @@ class AudioAugmentation:
         speed: ``[min, max]`` speed factor, drawn log-uniformly per clip and applied to the
             waveform by resampling (as ``torchaudio.functional.speed``: tempo and pitch change
             together, Ko et al. use 0.9-1.1), rounded to a multiple of 0.02 at the usual sample
-            rates (an arbitrary factor makes the resampling kernel, and its memory, explode); the result is cut to the clip's length, or repeated
-            from its start to fill it. It breaks cross-modal cues of rate and timing (a sound's
+            rates (an arbitrary factor makes the resampling kernel, and its memory, explode);
+            the result is cut to the clip's length, or repeated from its start to fill it. It breaks cross-modal cues of rate and timing (a sound's
             events no longer fall at the rate of the motion's). ``[1, 1]``: off.
     """
 

@@ -182,7 +182,8 @@ def test_a_speed_change_moves_the_pitch_and_keeps_the_length(factor: float, rate
     changed = speed_waveform(tone, rate, AudioAugmentation(speed=[factor, factor]))
     assert changed.shape == tone.shape
     assert _peak_hz(changed, rate) == pytest.approx(440 * factor, rel=0.02)
-    assert changed.abs().min() < 0.5 < changed.abs().max()  # filled with the tone, repeated if faster
+    tail = changed[-len(changed) // 10:]  # past the resampled tone's end when faster: repeated, not silent
+    assert tail.square().mean().sqrt() > 0.5
 
 
 def test_a_speed_range_draws_a_factor_per_clip_from_the_generator_and_off_is_the_identity() -> None:
