@@ -14,6 +14,7 @@ import shlex
 import sys
 import time
 import warnings
+from contextlib import ExitStack
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ from avssl.loading import load_backbone
 from avssl.module import AVPretrainModule
 from avssl.pretrain_cli import option_output, split_options
 from avssl.resume import check_resume_checkpoint
-from avssl.run_dir import RunDirectory, choose_run_directory
+from avssl.run_dir import RunDirectory, choose_run_directory, claim_run_directory
 from datamodules.demo import ensure_demo_clips
 from datamodules.errors import ClipError, DataPathError, DataSourceError, NoUsableClipsError
 from datamodules.labeled import LabeledClipDataModule
@@ -147,20 +148,26 @@ def _trainer(config: PretrainConfig, run_dir: RunDirectory, callbacks: list[pl.C
 def run(config: PretrainConfig) -> RunResult:
     """Pretrains as `config` says and exports the backbone.
 
-    Everything a user can get wrong is checked before the run directory is made (except an
-    unusable data source, whose data report is written there).
+    The run claims its directory for as long as it runs (`claim_run_directory`); a run that fails
+    before leaving anything to continue from removes the directory it created (except a data
+    report that its error points to).
 
     Raises:
         ConfigError, DataPathError, NoUsableClipsError, ClipError: user-fixable problems, raised
             before training starts (a ClipError only with ``data.strict=true``).
         RunInterrupted: Ctrl-C during training, after ``last.ckpt`` was saved.
     """
+    with ExitStack() as claim:  # released when the run ends, however it ends
+        return _run(config, claim)
+
+
+def _run(config: PretrainConfig, claim: ExitStack) -> RunResult:
     started = time.perf_counter()
     pl.seed_everything(config.run.seed, workers=True, verbose=False)
     module = AVPretrainModule(config)  # builds and checks every objective before any data work
     if config.backbone.init_from is not None:
         _init_backbone(module, config.backbone.init_from)
-    run_dir = choose_run_directory(config)
+    run_dir = claim.enter_context(claim_run_directory(choose_run_directory(config)))
     source, probe_root = _sources(config)
     pre = config.data.preprocessing
     data = config.data
@@ -205,7 +212,6 @@ def run(config: PretrainConfig) -> RunResult:
     if config.run.resume is not None:
         check_resume_checkpoint(config.run.resume, module, datamodule, trainer.world_size)
     if not run_dir.launched_rank:
-        run_dir.path.mkdir(parents=True, exist_ok=True)
         (run_dir.path / "config.yaml").write_text(to_yaml(config))
         for leftover in remove_partial_files(run_dir.checkpoints) + remove_partial_files(run_dir.export):
             log.info("removed %s, left by a run killed while saving", leftover)
