@@ -72,4 +72,5 @@ def _changed_optim_settings(checkpoint: dict[str, Any], optim: OptimConfig) -> l
         log.info("run.resume: the checkpoint does not record readable optim settings; they are not compared")
         return []
     now, then = asdict(optim), asdict(saved)
-    return [f"optim.{f.name}={now[f.name]} (checkpoint: {then[f.name]})" for f in fields(OptimConfig) if now[f.name] != then[f.name]]
+    return [f"optim.{f.name}={now[f.name]} (checkpoint: {then[f.name]})"
+            for f in fields(OptimConfig) if now[f.name] != then[f.name]]

@@ -164,7 +164,8 @@ class AVPretrainDataModule(pl.LightningDataModule):
                 log.info("%s; the next epoch is planned from it as it is now", changed)
             return []
         saved, now = position.get("plan", {}), self.plan_settings(world_size)
-        conflicts = [f"{key} (checkpoint: {saved[key]}, now: {now[key]})" for key in now if key in saved and saved[key] != now[key]]
+        conflicts = [f"{key} (checkpoint: {saved[key]}, now: {now[key]})"
+                     for key in now if key in saved and saved[key] != now[key]]
         return conflicts + ([changed] if changed else [])
 
     def _source_change(self, saved: dict[str, Any] | None) -> str | None:

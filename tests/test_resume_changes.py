@@ -90,7 +90,8 @@ def test_resuming_inside_an_epoch_after_the_folder_changed_is_refused(common, vi
 def test_resuming_at_an_epoch_end_after_the_folder_changed_plans_from_the_new_folder(
         epoch_end, common, one_more_video, tmp_path, caplog):
     run_dir = tmp_path / "run"
-    args = [*common, f"run.dir={run_dir}", f"run.resume={epoch_end / 'checkpoints' / 'last.ckpt'}", "trainer.max_steps=4"]
+    args = [*common, f"run.dir={run_dir}", f"run.resume={epoch_end / 'checkpoints' / 'last.ckpt'}",
+            "trainer.max_steps=4"]
     with caplog.at_level(logging.INFO, logger="datamodules.pretrain"):
         assert pretrain_main(args) == 0
     changed = [r.getMessage() for r in caplog.records if "changed since the checkpoint" in r.getMessage()]
