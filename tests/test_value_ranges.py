@@ -8,7 +8,7 @@ import math
 import re
 import types
 import typing
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 import pytest
 
