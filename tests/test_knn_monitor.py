@@ -100,9 +100,9 @@ def test_worse_than_random_init_while_the_loss_falls():
 
 
 @pytest.mark.parametrize("override,message", [
-    ("health.knn_k=0", "health.knn_k=0: must be > 0"),
-    ("health.knn_temperature=-0.1", "health.knn_temperature=-0.1: must be > 0"),
-    ("health.knn_every_n_epochs=-1", "health.knn_every_n_epochs=-1: must be >= 0"),
+    ("health.knn_k=0", "health.knn_k=0: must be in [1, 10_000]"),
+    ("health.knn_temperature=-0.1", "health.knn_temperature=-0.1: must be in (0.0, 100.0]"),
+    ("health.knn_every_n_epochs=-1", "health.knn_every_n_epochs=-1: must be in [0, 100_000]"),
 ])
 def test_knn_config_keys_are_checked(override, message):
     assert (load_config([]).health.knn_k, load_config([]).health.knn_every_n_epochs) == (20, 5)

@@ -54,8 +54,15 @@ from torch import Tensor, nn
 
 from avssl.objectives.health import embedding_std, retrieval_top1
 from avssl.objectives.registry import Objective, ObjectiveOutput, register_objective
+from avssl.schema import in_range
 
 MIN_TEMPERATURE = 0.01  # CLIP clamps its learned logit scale at 100, i.e. a temperature of 0.01
+# the ranges of both InfoNCE objectives' numbers (projection_dim 0: no projection heads)
+_INFONCE_RANGES = {
+    "temperature": in_range(0.0, 100.0, include_low=False, hint="typical: 0.05-0.1"),
+    "projection_dim": in_range(0, 65_536),
+    "projection_hidden_dim": in_range(0, 65_536),
+}
 
 
 def _gathered(z: Tensor, gather_distributed: bool) -> Tensor:
@@ -216,6 +223,7 @@ class AVInfoNCE(Objective):
         "(objectives.av_infonce.projection_dim > 0), try a temperature of 0.1 and a lower optim.lr, "
         "and check in data_report.json that the clips have audio."
     )
+    parameter_ranges = _INFONCE_RANGES
 
     def __init__(
         self,
@@ -328,6 +336,7 @@ class IntraInfoNCE(Objective):
         "(objectives.intra_infonce.projection_dim > 0), try a lower masking ratio in its passes, a "
         "temperature of 0.2 and a lower optim.lr."
     )
+    parameter_ranges = _INFONCE_RANGES
 
     def __init__(
         self,
