@@ -3,7 +3,7 @@
 With no argument it runs the default recipe (audio-visual InfoNCE on small CNN towers) on the built-in demo clips,
 which are rendered and cached on first use. A run leaves a directory with the resolved
 ``config.yaml``, ``checkpoints/last.ckpt``, ``tensorboard/``, ``data_report.json``, ``probe.json``
-(when a labeled set is available) and ``export/`` (the backbone, loadable with
+(when a labeled set is available; a smoke run, ``trainer.fast_dev_run``, probes nothing) and ``export/`` (the backbone, loadable with
 `avssl.load_backbone`).
 """
 
@@ -29,7 +29,7 @@ from avssl.backbones.spec import BackboneSpec
 from avssl.callbacks import AtomicCheckpointIO, ChanceMonitor, DataReportCallback, KNNMonitor, LastCheckpoint, LinearProbeCallback
 from avssl.callbacks.progress import progress_callbacks
 from avssl.config import PretrainConfig, load_config, to_yaml
-from avssl.console import quiet_lightning
+from avssl.console import configure_logging, quiet_lightning
 from avssl.errors import ConfigError
 from avssl.evaluation.linear_probe import FEATURE_SETS
 from avssl.export import export_encoder
@@ -183,7 +183,7 @@ def _run(config: PretrainConfig, claim: ExitStack) -> RunResult:
         checkpoint,
         DataReportCallback(datamodule.report, run_dir.data_report, source.path, datamodule.path_key),
         LearningRateMonitor(logging_interval="step"),
-        ChanceMonitor(config.health.chance_patience_steps, config.health.chance_tolerance),
+        ChanceMonitor(config.health.chance_patience_steps, config.health.chance_tolerance, optim=config.optim),
     ]
     labeled, probe_callback = None, None
     if probe_root is not None:
@@ -200,13 +200,17 @@ def _run(config: PretrainConfig, claim: ExitStack) -> RunResult:
             report=DataReport(location=f"{run_dir.data_report} (its 'probe' section)"),
         )
         datamodule.report.sections["probe"] = labeled.report
-        probe_callback = LinearProbeCallback(
-            labeled, run_dir.path / "probe.json", config.probe.every_n_epochs, config.probe.random_init_baseline, config.run.seed
-        )
-        callbacks.append(probe_callback)
-        if config.health.knn_every_n_epochs:
-            callbacks.append(KNNMonitor(labeled, config.health.knn_k, config.health.knn_temperature,
-                                        config.health.knn_every_n_epochs, config.run.seed))
+        if config.trainer.fast_dev_run:  # a smoke run takes seconds; the labeled data is still checked
+            log.info("smoke run (trainer.fast_dev_run=%s): the linear probes and the kNN monitor are skipped",
+                     config.trainer.fast_dev_run)
+        else:
+            probe_callback = LinearProbeCallback(
+                labeled, run_dir.path / "probe.json", config.probe.every_n_epochs, config.probe.random_init_baseline, config.run.seed
+            )
+            callbacks.append(probe_callback)
+            if config.health.knn_every_n_epochs:
+                callbacks.append(KNNMonitor(labeled, config.health.knn_k, config.health.knn_temperature,
+                                            config.health.knn_every_n_epochs, config.run.seed))
 
     trainer = _trainer(config, run_dir, callbacks)
     if config.run.resume is not None:
@@ -251,7 +255,8 @@ def format_summary(result: RunResult, fast_dev_run: bool | int = False) -> str:
     """What a user reads at the end of a run: where everything is, and the probe figures.
 
     Args:
-        fast_dev_run: ``trainer.fast_dev_run``: a smoke run writes no checkpoint and no TensorBoard events.
+        fast_dev_run: ``trainer.fast_dev_run``: a smoke run writes no checkpoint and no TensorBoard events,
+            and runs no probe.
     """
     smoke = f"none (smoke run, trainer.fast_dev_run={fast_dev_run})"
     tensorboard = f"tensorboard --logdir {result.run_dir / 'tensorboard'}"
@@ -265,6 +270,8 @@ def format_summary(result: RunResult, fast_dev_run: bool | int = False) -> str:
     ]
     if fast_dev_run:
         lines.insert(0, f"smoke run       trainer.fast_dev_run={fast_dev_run}: the export is of a barely trained backbone")
+        lines.insert(-1, f"linear probe    none (smoke run, trainer.fast_dev_run={fast_dev_run}: the probes and the kNN "
+                         "monitor are skipped)")
     if result.probe:
         any_result = next(iter(result.probe.values()))
         lines += ["", f"linear probe top-1 ({any_result['train_clips']} train / {any_result['test_clips']} test clips):"]
@@ -282,7 +289,7 @@ def resume_command(argv: list[str], checkpoint: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging()
     try:
         option, args = split_options(argv)
         if option is not None:  # --help, a listing or --print-config: print, create nothing

@@ -247,7 +247,8 @@ def test_knn_monitor_does_nothing_on_other_ranks_or_without_a_usable_split(caplo
     with caplog.at_level(logging.INFO, logger="avssl.callbacks.knn_monitor"):
         for labeled, rank_zero in ((other_rank, False), (degenerate, True)):
             monitor, module = KNNMonitor(labeled, k=5), FallingLoss()
-            trainer = SimpleNamespace(is_global_zero=rank_zero, current_epoch=0, global_step=1, loggers=[])
+            trainer = SimpleNamespace(is_global_zero=rank_zero, current_epoch=0, global_step=1, loggers=[],
+                                      progress_bar_callback=None)
             monitor.on_fit_start(trainer, module)
             monitor.on_train_epoch_start(trainer, module)
             monitor.on_train_batch_end(trainer, module, {"loss": torch.tensor(1.0)}, None, 0)

@@ -102,6 +102,20 @@ def info_nce_direction(
     return F.cross_entropy(logits, targets)
 
 
+def temperature_to_try(temperature: float) -> float:
+    """The temperature to suggest when an InfoNCE stays at or above its chance value.
+
+    Up to 0.25, twice `temperature`: a softer softmax, whose loss cannot climb as far above chance
+    when the pairs start out mismatched (the old hints: 0.05 -> 0.1, 0.1 -> 0.2). Above that,
+    half: cosine similarities over a temperature that high span too little to leave chance.
+
+    Examples:
+        >>> temperature_to_try(0.1), temperature_to_try(0.5)
+        (0.2, 0.25)
+    """
+    return 2 * temperature if temperature <= 0.25 else temperature / 2
+
+
 class Temperature(nn.Module):
     """A softmax temperature, fixed, or learned as a log-temperature (CLIP: Radford et al., "Learning
     Transferable Visual Models From Natural Language Supervision", 2021, arXiv:2103.00020) clamped
@@ -220,10 +234,12 @@ class AVInfoNCE(Objective):
     stuck_hint = (
         "the audio and video embeddings of a clip are no closer than those of other clips. Check "
         "health/av_infonce/audio_z_std and video_z_std (near 0: collapsed), keep the projection heads "
-        "(objectives.av_infonce.projection_dim > 0), try a temperature of 0.1 and a lower optim.lr, "
-        "and check in data_report.json that the clips have audio."
+        "(objectives.av_infonce.projection_dim > 0) and check in data_report.json that the clips have audio."
     )
     parameter_ranges = _INFONCE_RANGES
+
+    def stuck_settings(self) -> dict[str, tuple[Any, Any]]:
+        return {"temperature": (self.temperature.value, temperature_to_try(self.temperature.value))}
 
     def __init__(
         self,
@@ -333,10 +349,12 @@ class IntraInfoNCE(Objective):
     stuck_hint = (
         "the two masked views of a clip are no closer than those of other clips. Check "
         "health/intra_infonce/<modality>_z_std (near 0: collapsed), keep the projection heads "
-        "(objectives.intra_infonce.projection_dim > 0), try a lower masking ratio in its passes, a "
-        "temperature of 0.2 and a lower optim.lr."
+        "(objectives.intra_infonce.projection_dim > 0) and try a lower masking ratio in its passes."
     )
     parameter_ranges = _INFONCE_RANGES
+
+    def stuck_settings(self) -> dict[str, tuple[Any, Any]]:
+        return {"temperature": (self.temperature.value, temperature_to_try(self.temperature.value))}
 
     def __init__(
         self,

@@ -108,7 +108,7 @@ class MaskedReconstruction(Objective):
     requires_masking = True
     stuck_hint = (
         "the decoder predicts no better than each patch's mean. Check that its pass masks both modalities "
-        "(passes.masked.audio.ratio and video.ratio > 0), then try a lower optim.lr or a longer optim.warmup_epochs."
+        "(passes.masked.audio.ratio and video.ratio > 0)."
     )
     parameter_ranges = {
         "decoder_dim": in_range(1, 16_384),

@@ -72,8 +72,9 @@ class Objective(nn.Module, abc.ABC):
     other state (counters, a clustering round) goes through ``nn.Module.get_extra_state`` /
     ``set_extra_state`` as plain data (numbers, strings, lists, dicts, tensors), since checkpoints
     are read with ``weights_only=True``.
-        stuck_hint: what to try when a loss term stays at its chance value (quoted in the warning
-            of `avssl.callbacks.ChanceMonitor`).
+        stuck_hint: what to check when a loss term stays at its chance value (quoted in the warning
+            of `avssl.callbacks.ChanceMonitor`, followed by `stuck_settings` and the optimizer's
+            settings to try, with values).
         parameter_ranges: the range of each numeric ``__init__`` parameter (`avssl.schema.in_range`),
             checked at config time like the schema's fields; ``__init__`` still checks how
             parameters relate (heads that divide a width).
@@ -82,12 +83,18 @@ class Objective(nn.Module, abc.ABC):
     requires: ClassVar[frozenset[str]] = frozenset()
     requires_masking: ClassVar[bool] = False
     pass_names: tuple[str, ...] = ()
-    stuck_hint: str = "check the data report and the health/ scalars, then try a lower optim.lr."
+    stuck_hint: str = "check the data report and the health/ scalars."
     parameter_ranges: ClassVar[dict[str, dict[str, Any]]] = {}
 
     @abc.abstractmethod
     def forward(self, passes: dict[str, dict[str, Tensor]], batch: dict[str, Any]) -> ObjectiveOutput:
         """Named loss terms (and health scalars) from the outputs of the passes, by pass name, and the batch."""
+
+    def stuck_settings(self) -> dict[str, tuple[Any, Any]]:
+        """This objective's settings to change when a loss term stays at its chance value:
+        ``{key under objectives.<name>: (value in this run, value to try)}``, the two always
+        different (quoted in the warning of `avssl.callbacks.ChanceMonitor`). None by default."""
+        return {}
 
     def callbacks(self) -> list[pl.Callback]:
         """Lightning callbacks the objective needs in the training loop, e.g. an EMA teacher's update
