@@ -45,7 +45,9 @@ class RunConfig:
     seed: int = 0
     # also save checkpoints/last.ckpt every N training steps (0: only at the end of each epoch)
     checkpoint_every_n_steps: int = field(default=0, metadata=non_negative())
-    resume: Optional[str] = None  # a checkpoint to continue from, e.g. runs/<run>/checkpoints/last.ckpt
+    # a checkpoint to continue from, e.g. runs/<run>/checkpoints/last.ckpt; auto: run.dir's last.ckpt
+    # when it exists, else a new run in run.dir (one command for a job's start and its restarts)
+    resume: Optional[str] = None
 
 
 @dataclass

@@ -1,5 +1,5 @@
-"""Checking ``run.resume`` before any work: the checkpoint must be intact, fit the recipe's model,
-and hold a data position these data settings can continue from.
+"""``run.resume`` before any work: ``auto`` resolved, and the checkpoint checked: it must be intact,
+fit the recipe's model, and hold a data position these data settings can continue from.
 
 Lightning would find each of these problems only inside ``trainer.fit``, as a long traceback (or,
 for changed data settings, not at all: the resumed epoch would silently re-train clips).
@@ -7,13 +7,45 @@ for changed data settings, not at all: the resumed epoch would silently re-train
 
 from __future__ import annotations
 
+import logging
+from dataclasses import replace
 from pathlib import Path
 
 from torch import nn
 
+from avssl.config import PretrainConfig
 from avssl.errors import ConfigError
+from avssl.run_dir import RunDirectory
 from avssl.torch_files import load_torch_file, weights_mismatch
 from datamodules.pretrain import AVPretrainDataModule
+
+log = logging.getLogger(__name__)
+
+AUTO = "auto"
+
+
+def resolve_auto_resume(config: PretrainConfig) -> PretrainConfig:
+    """`config` with ``run.resume=auto`` replaced by what it means for ``run.dir``.
+
+    ``auto`` continues ``run.dir`` from its ``checkpoints/last.ckpt`` (the only checkpoint a run
+    keeps, always complete: it is written atomically) when there is one, and starts a new run there
+    when there is none yet: the same command serves a job's first start and every restart (SLURM
+    requeue, docs/getting-started.md).
+
+    Raises:
+        ConfigError: ``run.resume=auto`` without ``run.dir``.
+    """
+    if config.run.resume != AUTO:
+        return config
+    if not config.run.dir:
+        raise ConfigError("run.resume=auto continues the run in run.dir, which is unset: set run.dir=DIR (the same "
+                          "for the first start and every restart), or give run.resume a checkpoint file.")
+    last = RunDirectory(Path(config.run.dir)).last_checkpoint
+    if last.is_file():
+        log.info("run.resume=auto: continuing from %s", last)
+        return replace(config, run=replace(config.run, resume=str(last)))
+    log.info("run.resume=auto: %s holds no checkpoint yet; starting a new run there", config.run.dir)
+    return replace(config, run=replace(config.run, resume=None))
 
 
 def check_resume_checkpoint(path: str | Path, module: nn.Module, datamodule: AVPretrainDataModule, world_size: int) -> None:
