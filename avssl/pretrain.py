@@ -187,7 +187,8 @@ def run(config: PretrainConfig) -> RunResult:
             raise _interrupted(config, None, stop_signals) from None
 
 
-def _interrupted(config: PretrainConfig, checkpoint: LastCheckpoint | None, stop_signals: StopSignals) -> RunInterrupted:
+def _interrupted(config: PretrainConfig, checkpoint: LastCheckpoint | None,
+                 stop_signals: StopSignals) -> RunInterrupted:
     """What a stop signal leaves: the checkpoint this run saved, else the one it resumed from."""
     signum = stop_signals.received or signal.SIGINT  # a KeyboardInterrupt not from a signal counts as Ctrl-C
     if checkpoint is not None and checkpoint.saved_step is not None:
@@ -283,9 +284,11 @@ def _run(config: PretrainConfig, stop_signals: StopSignals, started: float) -> R
             trainer.fit(module, datamodule=datamodule, ckpt_path=config.run.resume)
     with _stops_reported(config, checkpoint, stop_signals):
         if trainer.is_global_zero:
-            if (bad := non_finite_parameter(module.backbone)) is not None:  # e.g. a smoke run, which saves no checkpoint
+            bad = non_finite_parameter(module.backbone)  # checked at every save, but a smoke run saves none
+            if bad is not None:
                 raise TrainingDiverged(f"the parameter backbone.{bad} holds NaN or infinite values", trainer.global_step)
-            export_encoder(module.backbone, pre, run_dir.export, source={"run": str(run_dir.path), "recipe": config.recipe})
+            export_encoder(module.backbone, pre, run_dir.export,
+                           source={"run": str(run_dir.path), "recipe": config.recipe})
     return RunResult(
         run_dir=run_dir.path,
         checkpoint=checkpoint.path,

@@ -254,7 +254,8 @@ def diverging():
 
 @pytest.mark.parametrize("how, named", [("loss", "the loss term test_diverging/term is nan"),
                                         ("gradient", "the parameter backbone.")])
-def test_a_diverging_run_stops_at_once_and_saves_and_exports_nothing_non_finite(common, tmp_path, capsys, diverging, how, named):
+def test_a_diverging_run_stops_at_once_and_saves_and_exports_nothing_non_finite(common, tmp_path, capsys, diverging,
+                                                                                how, named):
     run_dir = tmp_path / "run"
     args = [*common, f"run.dir={run_dir}", "run.checkpoint_every_n_steps=1", f"objectives.{diverging}.how={how}"]
     assert pretrain_main(args) == 3

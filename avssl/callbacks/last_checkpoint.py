@@ -55,8 +55,8 @@ class LastCheckpoint(Checkpoint):
 
     Attributes:
         saved_step: the global step the file holds (None: nothing saved yet by this run).
-        interrupted: True once a stop signal (or Ctrl-C) stopped training (and the checkpoint was
-            saved, if any step had run).
+        interrupted: True once a stop signal (`StopSignals`) stopped the run (and, during
+            training, the checkpoint was saved).
     """
 
     def __init__(self, directory: str | Path, stop_signals: StopSignals, every_n_steps: int = 0) -> None:
@@ -99,9 +99,11 @@ class LastCheckpoint(Checkpoint):
         bad = non_finite_parameter(trainer.lightning_module)
         if bad is not None:  # the previous, finite last.ckpt stays
             if after_interrupt:
-                log.error("%s not saved: the parameter %s is not finite at step %d", self.path, bad, trainer.global_step)
+                log.error("%s not saved: the parameter %s is not finite at step %d", self.path, bad,
+                          trainer.global_step)
                 return
-            raise TrainingDiverged(f"the parameter {bad} holds NaN or infinite values after the update", trainer.global_step)
+            raise TrainingDiverged(f"the parameter {bad} holds NaN or infinite values after the update",
+                                   trainer.global_step)
         if after_interrupt and trainer.world_size > 1:
             # Other ranks may already be gone: no barrier (trainer.save_checkpoint has one), rank 0 writes.
             if trainer.is_global_zero:
