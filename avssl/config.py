@@ -67,7 +67,9 @@ class RunConfig:
     seed: int = field(default=0, metadata=in_range(0, 2**32 - 1))  # the range numpy's and Lightning's seeding accept
     # also save checkpoints/last.ckpt every N training steps (0: only at the end of each epoch)
     checkpoint_every_n_steps: int = field(default=0, metadata=in_range(0, MAX_STEPS))
-    resume: Optional[str] = None  # a checkpoint to continue from, e.g. runs/<run>/checkpoints/last.ckpt
+    # a checkpoint to continue from, e.g. runs/<run>/checkpoints/last.ckpt; auto: run.dir's last.ckpt
+    # when it exists, else a new run in run.dir (one command for a job's start and its restarts)
+    resume: Optional[str] = None
 
 
 @dataclass

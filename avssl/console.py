@@ -30,10 +30,12 @@ _LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning_fabric")
 # Lightning logs its infos through these loggers (lightning_utilities' rank_zero_info)
 _LIGHTNING_INFO_LOGGERS = ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero")
 
-# infos: an advert for Lightning's cloud loggers, and a note on when the schedule's length is computed
+# infos: an advert for Lightning's cloud loggers, a note on when the schedule's length is computed,
+# and its note on a KeyboardInterrupt, which avssl raises itself to stop on Ctrl-C or SIGTERM (and says so)
 _SILENCED_INFO_PREFIXES = (
     "💡 Tip:",
     "Loading `train_dataloader` to estimate number of stepping batches",
+    "\nDetected KeyboardInterrupt, attempting graceful shutdown",
 )
 
 # warnings (regular expressions matched at the message start)

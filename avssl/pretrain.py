@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import logging
 import shlex
+import signal
 import sys
 import time
 import warnings
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -26,17 +28,20 @@ from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from avssl.atomic_files import remove_partial_files
 from avssl.backbones.spec import BackboneSpec
-from avssl.callbacks import AtomicCheckpointIO, ChanceMonitor, DataReportCallback, KNNMonitor, LastCheckpoint, LinearProbeCallback
+from avssl.callbacks import (AtomicCheckpointIO, ChanceMonitor, DataReportCallback, KNNMonitor, LastCheckpoint,
+                             LinearProbeCallback, StopSignals)
 from avssl.callbacks.progress import progress_callbacks
+from avssl.callbacks.stop_signals import signal_name
 from avssl.config import PretrainConfig, load_config, to_yaml
 from avssl.console import configure_logging, quiet_lightning
+from avssl.divergence import TrainingDiverged, divergence_advice, non_finite_parameter
 from avssl.errors import ConfigError
 from avssl.evaluation.linear_probe import FEATURE_SETS
 from avssl.export import export_encoder
 from avssl.loading import load_backbone
 from avssl.module import AVPretrainModule
 from avssl.pretrain_cli import option_output, split_options
-from avssl.resume import check_resume_checkpoint
+from avssl.resume import AUTO, check_resume_checkpoint, resolve_auto_resume
 from avssl.run_dir import RunDirectory, choose_run_directory, claim_run_directory
 from datamodules.demo import ensure_demo_clips
 from datamodules.errors import ClipError, DataPathError, DataSourceError, NoUsableClipsError
@@ -49,6 +54,11 @@ from datamodules.stream import StreamSettings
 log = logging.getLogger("avssl.pretrain")
 
 USER_ERRORS = (ConfigError, ClipError, DataPathError, DataSourceError, NoUsableClipsError)
+
+# exit codes of the CLI besides 0 (done) and 1 (a bug: a traceback); a stop signal exits with 128 + its
+# number, as a shell reports a process it ended: 130 for Ctrl-C (SIGINT), 143 for SIGTERM
+EXIT_USER_ERROR = 2
+EXIT_DIVERGED = 3
 
 
 @dataclass
@@ -72,12 +82,20 @@ class RunResult:
 
 
 class RunInterrupted(Exception):
-    """Ctrl-C stopped training; `checkpoint` holds `step` (None: no step had finished)."""
+    """Ctrl-C or SIGTERM stopped the run (`StopSignals`).
 
-    def __init__(self, checkpoint: Path, step: int | None) -> None:
-        super().__init__(f"interrupted at step {step}")
+    Attributes:
+        checkpoint: the checkpoint to resume from (None: nothing to resume).
+        step: the step this run saved in `checkpoint` (None: it saved none; `checkpoint` is then the
+            unchanged one it resumed from).
+        signum: the signal (SIGINT also for a KeyboardInterrupt without one).
+    """
+
+    def __init__(self, checkpoint: Path | None, step: int | None, signum: int) -> None:
+        super().__init__(f"stopped by {signal_name(signum)} at step {step}")
         self.checkpoint = checkpoint
         self.step = step
+        self.signum = signum
 
 
 def _sources(config: PretrainConfig) -> tuple[SourceConfig, str | None]:
@@ -148,21 +166,54 @@ def _trainer(config: PretrainConfig, run_dir: RunDirectory, callbacks: list[pl.C
 def run(config: PretrainConfig) -> RunResult:
     """Pretrains as `config` says and exports the backbone.
 
-    The run claims its directory for as long as it runs (`claim_run_directory`); a run that fails
-    before leaving anything to continue from removes the directory it created (except a data
-    report that its error points to).
+from avssl.resume import AUTO, check_resume_checkpoint, resolve_auto_resume
+from avssl.run_dir import RunDirectory, choose_run_directory, claim_run_directory
 
     Raises:
         ConfigError, DataPathError, NoUsableClipsError, ClipError: user-fixable problems, raised
             before training starts (a ClipError only with ``data.strict=true``).
-        RunInterrupted: Ctrl-C during training, after ``last.ckpt`` was saved.
+        RunInterrupted: Ctrl-C or SIGTERM, after ``last.ckpt`` was saved (during training).
+        TrainingDiverged: a loss term or parameter became NaN or infinite; nothing was saved from
+            that step on, and nothing exported.
     """
-    with ExitStack() as claim:  # released when the run ends, however it ends
-        return _run(config, claim)
-
-
-def _run(config: PretrainConfig, claim: ExitStack) -> RunResult:
     started = time.perf_counter()
+    config = resolve_auto_resume(config)
+    stop_signals = StopSignals()
+    with stop_signals.installed():
+        try:
+            with ExitStack() as claim:  # the run directory's claim, released when the run ends, however it ends
+                return _run(config, stop_signals, claim, started)
+        except KeyboardInterrupt:  # before training: this run saved nothing
+            raise _interrupted(config, None, stop_signals) from None
+
+
+def _interrupted(config: PretrainConfig, checkpoint: LastCheckpoint | None,
+                 stop_signals: StopSignals) -> RunInterrupted:
+    """What a stop signal leaves: the checkpoint this run saved, else the one it resumed from."""
+    signum = stop_signals.received or signal.SIGINT  # a KeyboardInterrupt not from a signal counts as Ctrl-C
+    if checkpoint is not None and checkpoint.saved_step is not None:
+        return RunInterrupted(checkpoint.path, checkpoint.saved_step, signum)
+    return RunInterrupted(Path(config.run.resume) if config.run.resume else None, None, signum)
+
+
+@contextmanager
+def _stops_reported(config: PretrainConfig, checkpoint: LastCheckpoint, stop_signals: StopSignals) -> Iterator[None]:
+    """Around training and export: a stop signal becomes `RunInterrupted`, and a divergence says
+    which checkpoint keeps the last finite state and what to change."""
+    try:
+        yield
+    except (KeyboardInterrupt, SystemExit) as stop:
+        if isinstance(stop, SystemExit) and not checkpoint.interrupted:
+            raise  # Lightning ends with sys.exit(1) after handling a KeyboardInterrupt; other exits are not ours
+        raise _interrupted(config, checkpoint, stop_signals) from None
+    except TrainingDiverged as diverged:
+        diverged.advice = divergence_advice(config)
+        if checkpoint.saved_step is not None:
+            diverged.kept = (checkpoint.path, checkpoint.saved_step)
+        raise
+
+
+def _run(config: PretrainConfig, stop_signals: StopSignals, claim: ExitStack, started: float) -> RunResult:
     pl.seed_everything(config.run.seed, workers=True, verbose=False)
     module = AVPretrainModule(config)  # builds and checks every objective before any data work
     if config.backbone.init_from is not None:
@@ -178,8 +229,9 @@ def _run(config: PretrainConfig, claim: ExitStack) -> RunResult:
         num_workers=data.num_workers, audio_features_on=data.audio_features_on, augment=data.augment),
         strict=data.strict,
         path_key="data.root" if data.root is not None else "data.source.path")
-    checkpoint = LastCheckpoint(run_dir.checkpoints, config.run.checkpoint_every_n_steps)
+    checkpoint = LastCheckpoint(run_dir.checkpoints, stop_signals, config.run.checkpoint_every_n_steps)
     callbacks: list[pl.Callback] = [
+        stop_signals,  # first: its on_train_end runs before the final probe's
         checkpoint,
         DataReportCallback(datamodule.report, run_dir.data_report, source.path, datamodule.path_key),
         LearningRateMonitor(logging_interval="step"),
@@ -231,14 +283,15 @@ def _run(config: PretrainConfig, claim: ExitStack) -> RunResult:
         warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined")
         # The data position is resumed by the data module (its state_dict), not the loader.
         warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
-        try:
+        with _stops_reported(config, checkpoint, stop_signals):
             trainer.fit(module, datamodule=datamodule, ckpt_path=config.run.resume)
-        except SystemExit:  # Lightning ends with sys.exit(1) after handling Ctrl-C
-            if checkpoint.interrupted:
-                raise RunInterrupted(checkpoint.path, checkpoint.saved_step) from None
-            raise
-    if trainer.is_global_zero:
-        export_encoder(module.backbone, pre, run_dir.export, source={"run": str(run_dir.path), "recipe": config.recipe})
+    with _stops_reported(config, checkpoint, stop_signals):
+        if trainer.is_global_zero:
+            bad = non_finite_parameter(module.backbone)  # checked at every save, but a smoke run saves none
+            if bad is not None:
+                raise TrainingDiverged(f"the parameter backbone.{bad} holds NaN or infinite values", trainer.global_step)
+            export_encoder(module.backbone, pre, run_dir.export,
+                           source={"run": str(run_dir.path), "recipe": config.recipe})
     return RunResult(
         run_dir=run_dir.path,
         checkpoint=checkpoint.path,
@@ -282,9 +335,24 @@ def format_summary(result: RunResult, fast_dev_run: bool | int = False) -> str:
 
 
 def resume_command(argv: list[str], checkpoint: Path) -> str:
-    """The command that continues an interrupted run: the same arguments, resuming `checkpoint`."""
+    """The command that continues an interrupted run: the same arguments, resuming `checkpoint`
+    (or the same command, when it has ``run.resume=auto``)."""
+    if f"run.resume={AUTO}" in argv:
+        return shlex.join(["python", "-m", "avssl.pretrain", *argv])
     kept = [arg for arg in argv if not arg.startswith("run.resume=")]
     return shlex.join(["python", "-m", "avssl.pretrain", *kept, f"run.resume={checkpoint}"])
+
+
+def stop_message(stop: RunInterrupted, argv: list[str]) -> str:
+    """What the CLI prints when a stop signal ended the run: what is kept, and how to continue."""
+    how = f"interrupted ({signal_name(stop.signum)})"
+    if stop.checkpoint is None:
+        return f"avssl.pretrain: {how} before the first training step; nothing was saved."
+    if stop.step is None:
+        kept = f"{how} before training resumed; {stop.checkpoint} is unchanged"
+    else:
+        kept = f"{how}; {stop.checkpoint} holds step {stop.step}"
+    return f"avssl.pretrain: {kept}. Resume with:\n  {resume_command(argv, stop.checkpoint)}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -300,17 +368,16 @@ def main(argv: list[str] | None = None) -> int:
             result = run(config)
     except USER_ERRORS as err:
         print(f"avssl.pretrain: error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_USER_ERROR
+    except TrainingDiverged as err:
+        print(f"avssl.pretrain: error: {err}", file=sys.stderr)
+        return EXIT_DIVERGED
     except RunInterrupted as stop:
-        if stop.step is None:
-            print("avssl.pretrain: interrupted before the first training step; nothing to resume.", file=sys.stderr)
-        else:
-            print(f"avssl.pretrain: interrupted; {stop.checkpoint} holds step {stop.step}. Resume with:\n"
-                  f"  {resume_command(args, stop.checkpoint)}", file=sys.stderr)
-        return 130
+        print(stop_message(stop, args), file=sys.stderr)
+        return 128 + stop.signum
     except KeyboardInterrupt:
         print("avssl.pretrain: interrupted before training started; nothing was saved.", file=sys.stderr)
-        return 130
+        return 128 + signal.SIGINT
     if not result.launched_rank:
         print("\n" + format_summary(result, config.trainer.fast_dev_run))
     return 0

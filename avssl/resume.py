@@ -1,6 +1,6 @@
-"""Checking ``run.resume`` before any work: the checkpoint must be intact, fit the recipe's model,
-have been trained with these ``optim`` settings, and hold a data position these data settings
-(and this data) can continue from.
+"""``run.resume`` before any work: ``auto`` resolved, and the checkpoint checked: it must be intact,
+fit the recipe's model, have been trained with these ``optim`` settings, and hold a data position
+these data settings (and this data) can continue from.
 
 Lightning would find the first two problems only inside ``trainer.fit``, as a long traceback, and
 the others not at all: a changed ``optim.*`` would be overridden by the checkpoint's optimizer and
@@ -11,7 +11,7 @@ settings or other files would silently train some clips twice and skip others.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, fields
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +19,39 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
-from avssl.config import OptimConfig
+from avssl.config import OptimConfig, PretrainConfig
 from avssl.errors import ConfigError
+from avssl.run_dir import RunDirectory
 from avssl.torch_files import load_torch_file, weights_mismatch
 from datamodules.pretrain import AVPretrainDataModule
 
 log = logging.getLogger(__name__)
+
+AUTO = "auto"
+
+
+def resolve_auto_resume(config: PretrainConfig) -> PretrainConfig:
+    """`config` with ``run.resume=auto`` replaced by what it means for ``run.dir``.
+
+    ``auto`` continues ``run.dir`` from its ``checkpoints/last.ckpt`` (the only checkpoint a run
+    keeps, always complete: it is written atomically) when there is one, and starts a new run there
+    when there is none yet: the same command serves a job's first start and every restart (SLURM
+    requeue, docs/getting-started.md).
+
+    Raises:
+        ConfigError: ``run.resume=auto`` without ``run.dir``.
+    """
+    if config.run.resume != AUTO:
+        return config
+    if not config.run.dir:
+        raise ConfigError("run.resume=auto continues the run in run.dir, which is unset: set run.dir=DIR (the same "
+                          "for the first start and every restart), or give run.resume a checkpoint file.")
+    last = RunDirectory(Path(config.run.dir)).last_checkpoint
+    if last.is_file():
+        log.info("run.resume=auto: continuing from %s", last)
+        return replace(config, run=replace(config.run, resume=str(last)))
+    log.info("run.resume=auto: %s holds no checkpoint yet; starting a new run there", config.run.dir)
+    return replace(config, run=replace(config.run, resume=None))
 
 
 def check_resume_checkpoint(path: str | Path, module: nn.Module, datamodule: AVPretrainDataModule, world_size: int) -> None:

@@ -17,6 +17,7 @@ from datamodules.errors import NoUsableClipsError, StrictDataError
 from datamodules.report import DataReport
 from datamodules.sources import Source, SourceConfig, open_source
 from datamodules.stream import ClipStream, StreamSettings
+from datamodules.workers import ignore_stop_signals
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +196,7 @@ class _PositionedLoader(DataLoader):
 
     def __init__(self, stream: ClipStream, num_workers: int, datamodule: AVPretrainDataModule) -> None:
         super().__init__(stream, batch_size=None, num_workers=num_workers,
-                         prefetch_factor=2 if num_workers else None)
+                         prefetch_factor=2 if num_workers else None, worker_init_fn=ignore_stop_signals)
         self._datamodule = datamodule
 
     def __iter__(self) -> Iterator[Any]:
