@@ -25,35 +25,22 @@ from avssl.backbones.cnn import AUDIO_TOWERS, TOWER_POOLS, VIDEO_TOWERS
 from avssl.backbones.registry import BACKBONE_PRESETS, ENCODER_KINDS, preset_spec
 from avssl.backbones.sizes import BACKBONE_SIZES
 from avssl.backbones.spec import BackboneSpec
-from avssl.backbones.tokenizers import POS_EMBEDS
+from avssl.backbones.tokenizers import POS_EMBEDS, position_table_problem
 from avssl.errors import ConfigError
-from avssl.schema import all_positive, in_range, non_negative, one_of, positive
+from avssl.schema import one_of
 from datamodules.preprocessing import Preprocessing
 
 # BackboneSpec fields set by data.preprocessing (the same names there), never by the backbone section.
 INPUT_FIELDS = ("audio_frames", "num_mel_bins", "num_frames", "frame_size")
 
-# What a configured override may be; what each field means and its type live in BackboneSpec.
-_CHECKS: dict[str, dict[str, Any]] = {
-    "embed_dim": positive(),
-    "num_heads": positive(),
-    "modality_specific_depth": non_negative(),
-    "shared_depth": non_negative(),  # 0: two independent towers (XKD)
-    "mlp_ratio": positive(),
-    "norm_eps": positive(),
-    "audio_patch": all_positive(),
-    "video_patch": all_positive(),
+# The choices of the string fields, which live in the registries; every number's range is
+# declared on its BackboneSpec field.
+_CHOICES: dict[str, dict[str, Any]] = {
     "kind": one_of(ENCODER_KINDS),
-    "drop_path": in_range(0.0, 1.0, include_high=False),
-    "layer_scale_init": positive(),
     "attention": one_of(ATTENTION_KERNELS),
-    "audio_patch_stride": all_positive(),
     "pos_embed": one_of(POS_EMBEDS),
-    "num_bottlenecks": non_negative(),
     "video_tower": one_of(VIDEO_TOWERS),
     "audio_tower": one_of(AUDIO_TOWERS),
-    "tower_width": positive(),
-    "tower_stem_stride": positive(),
     "video_pool": one_of(TOWER_POOLS),
     "audio_pool": one_of(TOWER_POOLS),
 }
@@ -73,7 +60,7 @@ class _Choice:
 def _overrides() -> list[tuple[str, Any, Any]]:
     """One ``Optional[<spec type>] = None`` field per `BackboneSpec` field but the input sizes."""
     types = typing.get_type_hints(BackboneSpec)
-    return [(f.name, Optional[types[f.name]], field(default=None, metadata=_CHECKS.get(f.name, {})))
+    return [(f.name, Optional[types[f.name]], field(default=None, metadata=_CHOICES.get(f.name, f.metadata)))
             for f in fields(BackboneSpec) if f.name not in INPUT_FIELDS]
 
 
@@ -112,7 +99,7 @@ class BackboneConfig(_BackboneOverrides):  # type: ignore[misc, valid-type]
 
 
 def _check_transformer_sizes(spec: BackboneSpec) -> None:
-    """Patches must tile the inputs and heads must divide the width."""
+    """Patches must tile the inputs, heads must divide the width, and the position tables must stay small."""
     if spec.audio_patch_stride is None:  # overlapping patches cover any length >= the patch
         _check_divisible("data.preprocessing.num_mel_bins", spec.num_mel_bins, "backbone.audio_patch[0]", spec.audio_patch[0])
         _check_divisible("data.preprocessing.audio_frames", spec.audio_frames, "backbone.audio_patch[1]", spec.audio_patch[1])
@@ -120,6 +107,10 @@ def _check_transformer_sizes(spec: BackboneSpec) -> None:
     _check_divisible("data.preprocessing.frame_size", spec.frame_size, "backbone.video_patch[1]", spec.video_patch[1])
     _check_divisible("data.preprocessing.frame_size", spec.frame_size, "backbone.video_patch[2]", spec.video_patch[2])
     _check_divisible("backbone.embed_dim", spec.embed_dim, "backbone.num_heads", spec.num_heads)
+    too_big = position_table_problem(spec)
+    if too_big:
+        raise ConfigError(f"backbone: {too_big}; use larger patches (backbone.audio_patch, backbone.video_patch), "
+                          "smaller inputs (data.preprocessing) or a lower backbone.embed_dim.")
 
 
 def _check_divisible(key: str, value: int, by_key: str, by: int) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import importlib.resources
+import os
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, Optional
@@ -26,15 +27,36 @@ from avssl.backbones.registry import build_encoder
 from avssl.backbones.spec import BackboneSpec
 from avssl.errors import ConfigError  # also importable from here, as before
 from avssl.lightning_options import accelerator_problem, precision_problem
+from avssl.limits import clip_size_problem
 from avssl.objectives import build_objective, check_objective_config, objective_weight
 from avssl.objectives.contract import check_objectives_fit
-from avssl.schema import count_or_fraction, each, flag_or_count, in_range, non_negative, one_of, positive, satisfies
+from avssl.schema import count_or_fraction, each, first_violation, flag_or_count, in_range, one_of, satisfies
+from avssl.value_types import as_typed
 from datamodules.augmentation import Augmentation
 from datamodules.policies import DataPolicies
 from datamodules.preprocessing import Preprocessing
 from datamodules.sampling import SAMPLING_MODES
 from datamodules.sources import SourceConfig
-from datamodules.views import offset_range_problem
+from datamodules.views import MAX_AV_OFFSET_S, offset_range_problem
+
+MAX_EPOCHS = 100_000
+MAX_STEPS = 10**12
+MAX_BATCH = 65_536  # clips per batch (per device)
+MAX_WORKERS = 256
+MAX_DEVICES = 1024  # per node
+
+
+def devices_problem(value: Any) -> Optional[str]:
+    """What is wrong with ``trainer.devices`` (None: nothing); Lightning parses its string forms."""
+    if isinstance(value, str):
+        return None
+    counts = f"-1 (all) or a count in [1, {MAX_DEVICES}]"
+    if isinstance(value, list):
+        ok = value and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < MAX_DEVICES for v in value)
+        return None if ok else f"a list must hold device indices in [0, {MAX_DEVICES - 1}] (e.g. [0, 1])"
+    if isinstance(value, int) and not isinstance(value, bool) and (value == -1 or 1 <= value <= MAX_DEVICES):
+        return None
+    return f"must be auto, {counts}, or a list of device indices (e.g. [0, 1])"
 
 
 @dataclass
@@ -42,10 +64,12 @@ class RunConfig:
     """Where the run's files go, its seed, checkpoint frequency and the checkpoint to resume from."""
 
     dir: Optional[str] = None  # None: runs/<recipe>-<YYYYmmdd-HHMMSS> under the working directory
-    seed: int = 0
+    seed: int = field(default=0, metadata=in_range(0, 2**32 - 1))  # the range numpy's and Lightning's seeding accept
     # also save checkpoints/last.ckpt every N training steps (0: only at the end of each epoch)
-    checkpoint_every_n_steps: int = field(default=0, metadata=non_negative())
-    resume: Optional[str] = None  # a checkpoint to continue from, e.g. runs/<run>/checkpoints/last.ckpt
+    checkpoint_every_n_steps: int = field(default=0, metadata=in_range(0, MAX_STEPS))
+    # a checkpoint to continue from, e.g. runs/<run>/checkpoints/last.ckpt; auto: run.dir's last.ckpt
+    # when it exists, else a new run in run.dir (one command for a job's start and its restarts)
+    resume: Optional[str] = None
 
 
 @dataclass
@@ -59,16 +83,17 @@ class DataConfig:
 
     root: Optional[str] = None
     source: SourceConfig = field(default_factory=SourceConfig)
-    batch_size: int = field(default=32, metadata=positive())
-    num_workers: int = field(default=2, metadata=non_negative())
+    batch_size: int = field(default=32, metadata=in_range(1, MAX_BATCH))
+    num_workers: int = field(default=2, metadata=in_range(
+        0, MAX_WORKERS, hint=f"DataLoader processes: about one per CPU core, and this machine has {os.cpu_count()}"))
     strict: bool = False  # true: the first unusable file stops the run instead of being skipped
-    clips_per_video: int = field(default=1, metadata=positive())
+    clips_per_video: int = field(default=1, metadata=in_range(1, 1000))
     # views of each clip, side by side in its batch with the same meta.video_id (docs/data.md,
     # "Views"): a batch holds batch_size x views_per_video rows; 2 for two-view objectives
-    views_per_video: int = field(default=1, metadata=positive())
+    views_per_video: int = field(default=1, metadata=in_range(1, 64))
     # [min, max] seconds each view's audio window is shifted from its video window by, drawn
     # uniformly (CrissCross's relaxed synchrony; min < 0: audio may come earlier); [0, 0]: in sync
-    av_offset_s: list[float] = field(default_factory=lambda: [0.0, 0.0], metadata=satisfies(offset_range_problem))
+    av_offset_s: list[float] = field(default_factory=lambda: [0.0, 0.0], metadata=satisfies(offset_range_problem, (-MAX_AV_OFFSET_S, MAX_AV_OFFSET_S)))
     clip_sampling: str = field(default="uniform", metadata=one_of(SAMPLING_MODES))
     # where the fbank is computed: in the DataLoader workers, or on the training device after transfer
     audio_features_on: str = field(default="worker", metadata=one_of(["worker", "device"]))
@@ -107,43 +132,44 @@ class OptimConfig:
     """Optimizer and learning-rate schedule (avssl.optim), stepped per optimizer step."""
 
     name: str = field(default="adam", metadata=one_of(["adam", "adamw"]))
-    lr: float = field(default=5e-5, metadata=positive())
-    weight_decay: float = field(default=5e-7, metadata=non_negative())
+    lr: float = field(default=5e-5, metadata=in_range(0.0, 1000.0, include_low=False))
+    weight_decay: float = field(default=5e-7, metadata=in_range(0.0, 10.0))
     betas: list[float] = field(default_factory=lambda: [0.95, 0.999],
                                metadata=each(in_range(0.0, 1.0, include_high=False), length=2))
     scheduler: str = field(default="constant", metadata=one_of(["constant", "cosine", "multistep"]))
-    warmup_epochs: float = field(default=0.0, metadata=non_negative())  # linear warm-up, then the schedule
-    milestones: list[int] = field(default_factory=list)  # multistep: epochs at which lr is multiplied by gamma
-    gamma: float = field(default=0.5, metadata=positive())
-    final_lr_ratio: float = field(default=0.001, metadata=non_negative())  # cosine: final lr / lr
+    warmup_epochs: float = field(default=0.0, metadata=in_range(0.0, MAX_EPOCHS))  # linear warm-up, then the schedule
+    milestones: list[int] = field(default_factory=list, metadata=each(in_range(0, MAX_EPOCHS)))  # multistep: epochs at which lr is multiplied by gamma
+    gamma: float = field(default=0.5, metadata=in_range(0.0, 10.0, include_low=False))
+    final_lr_ratio: float = field(default=0.001, metadata=in_range(0.0, 1.0))  # cosine: final lr / lr
 
 
 @dataclass
 class TrainerConfig:
     """Passed to Lightning's Trainer (scale-out is Lightning's: strategy, devices, num_nodes)."""
 
-    max_epochs: int = field(default=25, metadata=positive())
-    max_steps: int = -1  # -1: no step limit
+    max_epochs: int = field(default=25, metadata=in_range(1, MAX_EPOCHS))
+    max_steps: int = field(default=-1, metadata=in_range(1, MAX_STEPS, also={-1: "no step limit"}))
     # auto, cpu, gpu (CUDA or MPS), cuda, mps, tpu; must be present on this machine
     accelerator: str = field(default="auto", metadata=satisfies(accelerator_problem))
-    devices: Any = "auto"
+    # "auto", a count (-1: all), a list of device indices or Lightning's string form ("0,1")
+    devices: Any = field(default="auto", metadata=satisfies(devices_problem, (-1, MAX_DEVICES)))
     strategy: str = "auto"
-    num_nodes: int = field(default=1, metadata=positive())
+    num_nodes: int = field(default=1, metadata=in_range(1, 4096))
     # any value Lightning accepts, e.g. "bf16-mixed" on GPUs that support it
     precision: str = field(default="32-true", metadata=satisfies(precision_problem))
-    gradient_clip_val: Optional[float] = field(default=None, metadata=positive())
+    gradient_clip_val: Optional[float] = field(default=None, metadata=in_range(0.0, 1e6, include_low=False))
     # sum the gradients of N batches per optimizer step: the effective batch is
     # data.batch_size x N x devices x num_nodes (emulates a paper's batch on fewer devices)
-    accumulate_grad_batches: int = field(default=1, metadata=positive())
+    accumulate_grad_batches: int = field(default=1, metadata=in_range(1, 10_000))
     # batches per epoch: a count (e.g. 100) or a fraction of the epoch (e.g. 0.25); None: all
     # (None rather than 1.0, for which Lightning logs that it will use 100% of the batches)
-    limit_train_batches: Any = field(default=None, metadata=count_or_fraction())
+    limit_train_batches: Any = field(default=None, metadata=count_or_fraction(MAX_STEPS))
     # smoke run (Lightning's fast_dev_run): true (1 batch) or N batches, then the probe and the export
     # as usual; Lightning writes no checkpoint and no TensorBoard events
-    fast_dev_run: Any = field(default=False, metadata=flag_or_count())
+    fast_dev_run: Any = field(default=False, metadata=flag_or_count(10_000))
     # true: deterministic algorithms only (an op without one raises); "warn": warn instead
     deterministic: Any = field(default=False, metadata=one_of([False, True, "warn"]))
-    log_every_n_steps: int = field(default=10, metadata=positive())
+    log_every_n_steps: int = field(default=10, metadata=in_range(1, MAX_STEPS))
     # a progress bar on a terminal, one log line every 30 s and per epoch otherwise; false: neither
     enable_progress_bar: bool = True
 
@@ -154,10 +180,10 @@ class ProbeConfig:
 
     enabled: bool = True
     data: Optional[str] = None  # labeled folder; None: the demo's labeled clips when data.root is unset
-    every_n_epochs: int = field(default=0, metadata=non_negative())  # 0: only when training ends
+    every_n_epochs: int = field(default=0, metadata=in_range(0, MAX_EPOCHS))  # 0: only when training ends
     random_init_baseline: bool = True  # also probe a freshly initialised backbone, for comparison
     test_fraction: float = field(default=0.3, metadata=in_range(0.0, 1.0, include_low=False, include_high=False))
-    batch_size: int = field(default=64, metadata=positive())
+    batch_size: int = field(default=64, metadata=in_range(1, MAX_BATCH))
 
 
 @dataclass
@@ -165,15 +191,15 @@ class HealthConfig:
     """Training-health checks during pretraining (docs/objectives.md, "Training health")."""
 
     # warn once when a loss term is still at its chance value after this many steps (0: never)
-    chance_patience_steps: int = field(default=200, metadata=non_negative())
+    chance_patience_steps: int = field(default=200, metadata=in_range(0, MAX_STEPS))
     # "at chance": the mean of the last 20 steps is above (1 - tolerance) x the chance value
     chance_tolerance: float = field(default=0.02, metadata=in_range(0.0, 1.0, include_high=False))
     # kNN top-1 on the probe set's frozen features after every n-th epoch (0: off); needs the probe set
-    knn_every_n_epochs: int = field(default=5, metadata=non_negative())
+    knn_every_n_epochs: int = field(default=5, metadata=in_range(0, MAX_EPOCHS))
     # neighbours that vote: solo-learn's 20, not Wu et al.'s 200, as probe sets hold a few hundred clips
-    knn_k: int = field(default=20, metadata=positive())
+    knn_k: int = field(default=20, metadata=in_range(1, 10_000))
     # a neighbour's vote is exp(cosine similarity / temperature) (Wu et al. 2018)
-    knn_temperature: float = field(default=0.07, metadata=positive())
+    knn_temperature: float = field(default=0.07, metadata=in_range(0.0, 100.0, include_low=False))
 
 
 @dataclass
@@ -248,25 +274,18 @@ def _explain_omegaconf_error(err: OmegaConfBaseException, source: str) -> Config
     return ConfigError(f"{key or 'config'}: {message} (from {source}).")
 
 
-def _check_constraints(node: Any, path: str) -> None:
-    for f in fields(node):
-        value = getattr(node, f.name)
-        key = f"{path}.{f.name}" if path else f.name
-        check = f.metadata.get("check")
-        if check is not None and value is not None:
-            problem = check(value)
-            if problem:
-                raise ConfigError(f"{key}={value}: {problem}; set it in the recipe or override it ({key}=...).")
-        if is_dataclass(value):
-            _check_constraints(value, key)
-        elif isinstance(value, dict):
-            for name, item in value.items():
-                if is_dataclass(item):
-                    _check_constraints(item, f"{key}.{name}")
+def _check_constraints(config: PretrainConfig) -> None:
+    found = first_violation(config)
+    if found:
+        key, value, problem = found
+        raise ConfigError(f"{key}={as_typed(value)}: {problem}; set it in the recipe or override it ({key}=...).")
 
 
 def _check_data(data: DataConfig) -> None:
     pre = data.preprocessing
+    too_big = clip_size_problem(pre.audio_frames, pre.num_mel_bins, pre.num_frames, pre.frame_size)
+    if too_big:
+        raise ConfigError(f"data.preprocessing: {too_big}; lower audio_frames, num_frames or frame_size.")
     if pre.fps is not None and pre.num_frames / pre.fps > pre.clip_seconds:
         raise ConfigError(f"data.preprocessing: {pre.num_frames} frames at fps={pre.fps} span "
                           f"{pre.num_frames / pre.fps:g} s, longer than clip_seconds={pre.clip_seconds}; "
@@ -364,7 +383,7 @@ def load_config(args: list[str]) -> PretrainConfig:
         config: PretrainConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
     except OmegaConfBaseException as err:
         raise _explain_omegaconf_error(err, "the merged config") from None
-    _check_constraints(config, "")
+    _check_constraints(config)
     _check_data(config.data)
     spec = config.backbone.resolve(config.data.preprocessing)
     _check_objectives(config, spec)

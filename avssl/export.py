@@ -17,13 +17,16 @@ from typing import Any
 
 from omegaconf import OmegaConf
 from safetensors.torch import save_file
+from torch import nn
 
 from avssl.atomic_files import atomic_write
 from avssl.backbones.encoder import AudioVisualEncoder
 from avssl.backbones.registry import build_encoder
 from avssl.config import from_dict
 from avssl.loading import CONFIG_FILE, WEIGHTS_FILE
-from avssl.torch_files import first_line, load_torch_file, load_weights
+from avssl.schema import first_violation
+from avssl.torch_files import check_fits_before_building, first_line, load_torch_file, load_weights
+from avssl.value_types import as_typed
 from datamodules.preprocessing import Preprocessing
 
 EXPORT_FORMAT = "avssl-backbone/1"
@@ -72,15 +75,29 @@ def encoder_from_checkpoint(path: str | Path) -> tuple[AudioVisualEncoder, Prepr
         raise ValueError(f"{path} is not an avssl pretraining checkpoint (no hyper_parameters.config / state_dict)") from None
     if not isinstance(config_dict, dict) or not isinstance(state, dict):
         raise ValueError(f"{path} is not an avssl pretraining checkpoint (hyper_parameters.config and state_dict must be dicts)")
+    unusable = f"{path}: the config in its hyper_parameters cannot be used"
     try:
         config = from_dict(config_dict)
-        encoder = build_encoder(config.backbone.resolve(config.data.preprocessing))
+        found = first_violation(config.backbone, "backbone") or first_violation(config.data.preprocessing, "data.preprocessing")
+        spec = None if found else config.backbone.resolve(config.data.preprocessing)
     except Exception as err:  # OmegaConf and the backbone checks raise several types for a bad config
-        raise ValueError(f"{path}: the config in its hyper_parameters cannot be used ({first_line(err)}); "
-                         "was it written by another avssl version?") from None
+        raise ValueError(f"{unusable} ({first_line(err)}); was it written by another avssl version?") from None
+    if found:
+        key, value, problem = found
+        raise ValueError(f"{unusable}: {key}={as_typed(value)}: {problem}; was the checkpoint edited? Pass the checkpoint of a run")
+
+    def build() -> nn.Module:
+        try:
+            return build_encoder(spec)
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"{unusable} ({first_line(err)}); was it written by another avssl version?") from None
+
     backbone = {k[len(BACKBONE_PREFIX) :]: v for k, v in state.items() if k.startswith(BACKBONE_PREFIX)}
-    load_weights(encoder, backbone, path, "the config in its hyper_parameters",
-                 "the checkpoint was not written with this config (was it edited?); pass the checkpoint of a run")
+    config_name = "the config in its hyper_parameters"
+    fix = "the checkpoint was not written with this config (was it edited?); pass the checkpoint of a run"
+    check_fits_before_building(build, backbone, path, config_name, fix)  # its weights, not its config, size the encoder
+    encoder = build()
+    load_weights(encoder, backbone, path, config_name, fix)
     return encoder, config.data.preprocessing, config_dict
 
 

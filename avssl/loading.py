@@ -15,13 +15,17 @@ from typing import Any
 
 import torch
 from omegaconf import OmegaConf
+from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from avssl.backbones.encoder import AudioVisualEncoder
 from avssl.backbones.registry import build_encoder
 from avssl.backbones.spec import BackboneSpec
-from avssl.torch_files import first_line, load_weights
+from avssl.backbones.tokenizers import position_table_problem
+from avssl.schema import first_violation
+from avssl.torch_files import check_fits_before_building, first_line, load_weights
+from avssl.value_types import as_typed
 from datamodules.preprocessing import Preprocessing
 
 WEIGHTS_FILE = "model.safetensors"
@@ -38,6 +42,33 @@ def _dataclass_from(cls: type, data: dict[str, Any], what: str, path: Path) -> A
         return cls(**data)
     except (TypeError, ValueError) as err:  # a required field is missing, or a value is refused
         raise ValueError(f"{path}: bad {what} section ({err}); {REEXPORT}") from None
+
+
+def _check_sizes(spec: BackboneSpec, preprocessing: Preprocessing, path: Path) -> None:
+    """Every number of the config within its schema range, and position tables of a bounded size."""
+    for node, section in ((spec, "backbone"), (preprocessing, "preprocessing")):
+        found = first_violation(node, section)
+        if found:
+            key, value, problem = found
+            raise ValueError(f"{path}: {key}={as_typed(value)}: {problem}; the file was edited or written for "
+                             f"another model: restore it, or {REEXPORT}")
+    if spec.kind == "cnn":  # CNN towers have no position tables
+        return
+    try:
+        too_big = position_table_problem(spec)
+    except ValueError as err:
+        raise ValueError(f"{path}: its backbone cannot be built ({err}); {REEXPORT}") from None
+    if too_big:
+        raise ValueError(f"{path}: {too_big}; the file was edited or written for another model: restore it, or {REEXPORT}")
+
+
+def _read_shapes(path: Path) -> dict[str, Tensor]:
+    """Each tensor of a safetensors file as a meta tensor of its shape: only the header is read."""
+    try:
+        with safe_open(path, framework="pt") as weights:
+            return {name: torch.empty(weights.get_slice(name).get_shape(), device="meta") for name in weights.keys()}
+    except Exception as err:  # safetensors raises its own error type (and OSError) for a bad file
+        raise ValueError(f"{path} is truncated or not a safetensors file ({first_line(err)}); {REEXPORT}") from None
 
 
 class PretrainedBackbone(nn.Module):
@@ -107,10 +138,16 @@ def load_backbone(path: str | Path, device: torch.device | str = "cpu") -> Pretr
         path: an export directory, or a run directory (its ``export/`` is used).
         device: where to put the weights.
 
+    The config is checked before anything is built: each number within its schema range, then
+    the weights file's header (names and shapes) against the architecture built on torch's meta
+    device; only a match is built for real. An edited config cannot make this allocate more than
+    the weights file holds.
+
     Raises:
         FileNotFoundError: the directory or one of its two files is missing.
-        ValueError: the files are not an avssl export, the weights file is truncated or corrupt,
-            or the weights do not fit the architecture in the config (one line naming the file).
+        ValueError: the files are not an avssl export, a number in the config is out of range, the
+            weights file is truncated or corrupt, or the weights do not fit the architecture in the
+            config (one line naming the file).
     """
     path = Path(path)
     if (path / "export" / CONFIG_FILE).is_file():
@@ -130,14 +167,21 @@ def load_backbone(path: str | Path, device: torch.device | str = "cpu") -> Pretr
         raise ValueError(f"{config_path} is not an avssl export config (needs 'backbone' and 'preprocessing'); {REEXPORT}")
     spec = _dataclass_from(BackboneSpec, meta["backbone"], "backbone", config_path)
     preprocessing = _dataclass_from(Preprocessing, meta["preprocessing"], "preprocessing", config_path)
-    try:
-        encoder = build_encoder(spec)
-    except (ValueError, TypeError) as err:
-        raise ValueError(f"{config_path}: its backbone cannot be built ({first_line(err)}); {REEXPORT}") from None
+    _check_sizes(spec, preprocessing, config_path)
+
+    def build() -> nn.Module:
+        try:
+            return build_encoder(spec)
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"{config_path}: its backbone cannot be built ({first_line(err)}); {REEXPORT}") from None
+
+    mismatch_fix = f"was {CONFIG_FILE} edited, or does it belong to another model? Restore it, or {REEXPORT}"
+    check_fits_before_building(build, _read_shapes(weights_path), weights_path, CONFIG_FILE, mismatch_fix)
+    encoder = build()
     try:
         state = load_file(weights_path, device="cpu")
     except Exception as err:  # safetensors raises its own error type (and OSError) for a bad file
         raise ValueError(f"{weights_path} is truncated or not a safetensors file ({first_line(err)}); {REEXPORT}") from None
-    load_weights(encoder, state, weights_path, CONFIG_FILE, f"was {CONFIG_FILE} edited? Restore it, or {REEXPORT}")
+    load_weights(encoder, state, weights_path, CONFIG_FILE, mismatch_fix)
     model = PretrainedBackbone(encoder, preprocessing).to(device)
     return model.eval()

@@ -4,7 +4,8 @@ It owns no data, probes or model zoo (those are the datamodule's and the callbac
 runs every encoder pass that some objective reads (the recipe's ``passes``: each with its own
 masking) once, lets every objective read the passes by name, and sums the weighted loss terms. Each term is logged as ``train/<objective>/<term>``, the total as ``train/loss``; each
 objective's health scalars and chance values as ``health/<objective>/<name>``. The step also returns
-``{"chance": {"<objective>/<term>": (value, chance)}}`` for `avssl.callbacks.ChanceMonitor`.
+``{"chance": {"<objective>/<term>": (value, chance)}}`` for `avssl.callbacks.ChanceMonitor`. A term
+or total that is NaN or infinite stops the run before backward (`avssl.divergence`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from torch import Tensor, nn
 
 from avssl.backbones.registry import build_encoder
 from avssl.config import PretrainConfig, from_dict
+from avssl.divergence import TrainingDiverged, non_finite_terms
 from avssl.objectives import build_objective, objective_weight
 from avssl.optim import build_optimizer, build_scheduler
 
@@ -78,10 +80,12 @@ class AVPretrainModule(pl.LightningModule):
         }
         total = torch.zeros((), device=self.device)
         at_chance: dict[str, tuple[float, float]] = {}
+        terms: dict[str, Tensor] = {}
         for name, objective in self.objectives.items():
             result = objective(passes, batch)
             for term, value in result.losses.items():
                 self.log(f"train/{name}/{term}", value, batch_size=batch_size)
+                terms[f"{name}/{term}"] = value
             for metric, value in result.health.items():
                 self.log(f"health/{name}/{metric}", value, batch_size=batch_size)
             for term, chance in result.chance.items():
@@ -89,7 +93,24 @@ class AVPretrainModule(pl.LightningModule):
                 at_chance[f"{name}/{term}"] = (result.losses[term].item(), chance)
             total = total + self.weights[name] * sum(result.losses.values())
         self.log("train/loss", total, prog_bar=True, batch_size=batch_size)
+        self._stop_if_not_finite(terms | {"loss": total})
         return {"loss": total, "chance": at_chance}
+
+    def _stop_if_not_finite(self, terms: dict[str, Tensor]) -> None:
+        """Raises `TrainingDiverged` before backward when a loss term is NaN or infinite (on any rank)."""
+        bad = non_finite_terms(terms)
+        all_finite = not bad
+        if self.trainer.world_size > 1:  # every rank stops at the same step, or the others would wait forever
+            all_finite = self.trainer.strategy.reduce_boolean_decision(all_finite, all=True)
+        if all_finite:
+            return
+        step = self.trainer.global_step + 1
+        if not bad:
+            raise TrainingDiverged("a loss term is not finite on another rank", step)
+        label = {name: "the total loss" if name == "loss" else name for name in bad}
+        first = label[bad[0]] if bad[0] == "loss" else f"the loss term {bad[0]}"
+        others = f" (also not finite: {', '.join(label[name] for name in bad[1:])})" if len(bad) > 1 else ""
+        raise TrainingDiverged(f"{first} is {terms[bad[0]].item()}{others}", step)
 
     def _smallest_batch(self, batch_size: int) -> int:
         """This batch's size, or under DDP the smallest of all ranks' (every rank then agrees)."""

@@ -3,7 +3,7 @@
 With no argument it runs the default recipe (audio-visual InfoNCE on small CNN towers) on the built-in demo clips,
 which are rendered and cached on first use. A run leaves a directory with the resolved
 ``config.yaml``, ``checkpoints/last.ckpt``, ``tensorboard/``, ``data_report.json``, ``probe.json``
-(when a labeled set is available) and ``export/`` (the backbone, loadable with
+(when a labeled set is available; a smoke run, ``trainer.fast_dev_run``, probes nothing) and ``export/`` (the backbone, loadable with
 `avssl.load_backbone`).
 """
 
@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import logging
 import shlex
+import signal
 import sys
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -25,18 +28,21 @@ from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from avssl.atomic_files import remove_partial_files
 from avssl.backbones.spec import BackboneSpec
-from avssl.callbacks import AtomicCheckpointIO, ChanceMonitor, DataReportCallback, KNNMonitor, LastCheckpoint, LinearProbeCallback
+from avssl.callbacks import (AtomicCheckpointIO, ChanceMonitor, DataReportCallback, KNNMonitor, LastCheckpoint,
+                             LinearProbeCallback, StopSignals)
 from avssl.callbacks.progress import progress_callbacks
+from avssl.callbacks.stop_signals import signal_name
 from avssl.config import PretrainConfig, load_config, to_yaml
-from avssl.console import quiet_lightning
+from avssl.console import configure_logging, quiet_lightning
+from avssl.divergence import TrainingDiverged, divergence_advice, non_finite_parameter
 from avssl.errors import ConfigError
 from avssl.evaluation.linear_probe import FEATURE_SETS
 from avssl.export import export_encoder
 from avssl.loading import load_backbone
 from avssl.module import AVPretrainModule
 from avssl.pretrain_cli import option_output, split_options
-from avssl.resume import check_resume_checkpoint
-from avssl.run_dir import RunDirectory, choose_run_directory
+from avssl.resume import AUTO, check_resume_checkpoint, resolve_auto_resume
+from avssl.run_dir import RunDirectory, choose_run_directory, claim_run_directory
 from datamodules.demo import ensure_demo_clips
 from datamodules.errors import ClipError, DataPathError, DataSourceError, NoUsableClipsError
 from datamodules.labeled import LabeledClipDataModule
@@ -48,6 +54,11 @@ from datamodules.stream import StreamSettings
 log = logging.getLogger("avssl.pretrain")
 
 USER_ERRORS = (ConfigError, ClipError, DataPathError, DataSourceError, NoUsableClipsError)
+
+# exit codes of the CLI besides 0 (done) and 1 (a bug: a traceback); a stop signal exits with 128 + its
+# number, as a shell reports a process it ended: 130 for Ctrl-C (SIGINT), 143 for SIGTERM
+EXIT_USER_ERROR = 2
+EXIT_DIVERGED = 3
 
 
 @dataclass
@@ -71,12 +82,20 @@ class RunResult:
 
 
 class RunInterrupted(Exception):
-    """Ctrl-C stopped training; `checkpoint` holds `step` (None: no step had finished)."""
+    """Ctrl-C or SIGTERM stopped the run (`StopSignals`).
 
-    def __init__(self, checkpoint: Path, step: int | None) -> None:
-        super().__init__(f"interrupted at step {step}")
+    Attributes:
+        checkpoint: the checkpoint to resume from (None: nothing to resume).
+        step: the step this run saved in `checkpoint` (None: it saved none; `checkpoint` is then the
+            unchanged one it resumed from).
+        signum: the signal (SIGINT also for a KeyboardInterrupt without one).
+    """
+
+    def __init__(self, checkpoint: Path | None, step: int | None, signum: int) -> None:
+        super().__init__(f"stopped by {signal_name(signum)} at step {step}")
         self.checkpoint = checkpoint
         self.step = step
+        self.signum = signum
 
 
 def _sources(config: PretrainConfig) -> tuple[SourceConfig, str | None]:
@@ -147,20 +166,59 @@ def _trainer(config: PretrainConfig, run_dir: RunDirectory, callbacks: list[pl.C
 def run(config: PretrainConfig) -> RunResult:
     """Pretrains as `config` says and exports the backbone.
 
-    Everything a user can get wrong is checked before the run directory is made (except an
-    unusable data source, whose data report is written there).
+from avssl.resume import AUTO, check_resume_checkpoint, resolve_auto_resume
+from avssl.run_dir import RunDirectory, choose_run_directory, claim_run_directory
 
     Raises:
         ConfigError, DataPathError, NoUsableClipsError, ClipError: user-fixable problems, raised
             before training starts (a ClipError only with ``data.strict=true``).
-        RunInterrupted: Ctrl-C during training, after ``last.ckpt`` was saved.
+        RunInterrupted: Ctrl-C or SIGTERM, after ``last.ckpt`` was saved (during training).
+        TrainingDiverged: a loss term or parameter became NaN or infinite; nothing was saved from
+            that step on, and nothing exported.
     """
     started = time.perf_counter()
+    config = resolve_auto_resume(config)
+    stop_signals = StopSignals()
+    with stop_signals.installed():
+        try:
+            with ExitStack() as claim:  # the run directory's claim, released when the run ends, however it ends
+                return _run(config, stop_signals, claim, started)
+        except KeyboardInterrupt:  # before training: this run saved nothing
+            raise _interrupted(config, None, stop_signals) from None
+
+
+def _interrupted(config: PretrainConfig, checkpoint: LastCheckpoint | None,
+                 stop_signals: StopSignals) -> RunInterrupted:
+    """What a stop signal leaves: the checkpoint this run saved, else the one it resumed from."""
+    signum = stop_signals.received or signal.SIGINT  # a KeyboardInterrupt not from a signal counts as Ctrl-C
+    if checkpoint is not None and checkpoint.saved_step is not None:
+        return RunInterrupted(checkpoint.path, checkpoint.saved_step, signum)
+    return RunInterrupted(Path(config.run.resume) if config.run.resume else None, None, signum)
+
+
+@contextmanager
+def _stops_reported(config: PretrainConfig, checkpoint: LastCheckpoint, stop_signals: StopSignals) -> Iterator[None]:
+    """Around training and export: a stop signal becomes `RunInterrupted`, and a divergence says
+    which checkpoint keeps the last finite state and what to change."""
+    try:
+        yield
+    except (KeyboardInterrupt, SystemExit) as stop:
+        if isinstance(stop, SystemExit) and not checkpoint.interrupted:
+            raise  # Lightning ends with sys.exit(1) after handling a KeyboardInterrupt; other exits are not ours
+        raise _interrupted(config, checkpoint, stop_signals) from None
+    except TrainingDiverged as diverged:
+        diverged.advice = divergence_advice(config)
+        if checkpoint.saved_step is not None:
+            diverged.kept = (checkpoint.path, checkpoint.saved_step)
+        raise
+
+
+def _run(config: PretrainConfig, stop_signals: StopSignals, claim: ExitStack, started: float) -> RunResult:
     pl.seed_everything(config.run.seed, workers=True, verbose=False)
     module = AVPretrainModule(config)  # builds and checks every objective before any data work
     if config.backbone.init_from is not None:
         _init_backbone(module, config.backbone.init_from)
-    run_dir = choose_run_directory(config)
+    run_dir = claim.enter_context(claim_run_directory(choose_run_directory(config)))
     source, probe_root = _sources(config)
     pre = config.data.preprocessing
     data = config.data
@@ -171,12 +229,13 @@ def run(config: PretrainConfig) -> RunResult:
         num_workers=data.num_workers, audio_features_on=data.audio_features_on, augment=data.augment),
         strict=data.strict,
         path_key="data.root" if data.root is not None else "data.source.path")
-    checkpoint = LastCheckpoint(run_dir.checkpoints, config.run.checkpoint_every_n_steps)
+    checkpoint = LastCheckpoint(run_dir.checkpoints, stop_signals, config.run.checkpoint_every_n_steps)
     callbacks: list[pl.Callback] = [
+        stop_signals,  # first: its on_train_end runs before the final probe's
         checkpoint,
         DataReportCallback(datamodule.report, run_dir.data_report, source.path, datamodule.path_key),
         LearningRateMonitor(logging_interval="step"),
-        ChanceMonitor(config.health.chance_patience_steps, config.health.chance_tolerance),
+        ChanceMonitor(config.health.chance_patience_steps, config.health.chance_tolerance, optim=config.optim),
     ]
     labeled, probe_callback = None, None
     if probe_root is not None:
@@ -193,19 +252,22 @@ def run(config: PretrainConfig) -> RunResult:
             report=DataReport(location=f"{run_dir.data_report} (its 'probe' section)"),
         )
         datamodule.report.sections["probe"] = labeled.report
-        probe_callback = LinearProbeCallback(
-            labeled, run_dir.path / "probe.json", config.probe.every_n_epochs, config.probe.random_init_baseline, config.run.seed
-        )
-        callbacks.append(probe_callback)
-        if config.health.knn_every_n_epochs:
-            callbacks.append(KNNMonitor(labeled, config.health.knn_k, config.health.knn_temperature,
-                                        config.health.knn_every_n_epochs, config.run.seed))
+        if config.trainer.fast_dev_run:  # a smoke run takes seconds; the labeled data is still checked
+            log.info("smoke run (trainer.fast_dev_run=%s): the linear probes and the kNN monitor are skipped",
+                     config.trainer.fast_dev_run)
+        else:
+            probe_callback = LinearProbeCallback(
+                labeled, run_dir.path / "probe.json", config.probe.every_n_epochs, config.probe.random_init_baseline, config.run.seed
+            )
+            callbacks.append(probe_callback)
+            if config.health.knn_every_n_epochs:
+                callbacks.append(KNNMonitor(labeled, config.health.knn_k, config.health.knn_temperature,
+                                            config.health.knn_every_n_epochs, config.run.seed))
 
     trainer = _trainer(config, run_dir, callbacks)
     if config.run.resume is not None:
         check_resume_checkpoint(config.run.resume, module, datamodule, trainer.world_size)
     if not run_dir.launched_rank:
-        run_dir.path.mkdir(parents=True, exist_ok=True)
         (run_dir.path / "config.yaml").write_text(to_yaml(config))
         for leftover in remove_partial_files(run_dir.checkpoints) + remove_partial_files(run_dir.export):
             log.info("removed %s, left by a run killed while saving", leftover)
@@ -221,14 +283,15 @@ def run(config: PretrainConfig) -> RunResult:
         warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined")
         # The data position is resumed by the data module (its state_dict), not the loader.
         warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
-        try:
+        with _stops_reported(config, checkpoint, stop_signals):
             trainer.fit(module, datamodule=datamodule, ckpt_path=config.run.resume)
-        except SystemExit:  # Lightning ends with sys.exit(1) after handling Ctrl-C
-            if checkpoint.interrupted:
-                raise RunInterrupted(checkpoint.path, checkpoint.saved_step) from None
-            raise
-    if trainer.is_global_zero:
-        export_encoder(module.backbone, pre, run_dir.export, source={"run": str(run_dir.path), "recipe": config.recipe})
+    with _stops_reported(config, checkpoint, stop_signals):
+        if trainer.is_global_zero:
+            bad = non_finite_parameter(module.backbone)  # checked at every save, but a smoke run saves none
+            if bad is not None:
+                raise TrainingDiverged(f"the parameter backbone.{bad} holds NaN or infinite values", trainer.global_step)
+            export_encoder(module.backbone, pre, run_dir.export,
+                           source={"run": str(run_dir.path), "recipe": config.recipe})
     return RunResult(
         run_dir=run_dir.path,
         checkpoint=checkpoint.path,
@@ -245,7 +308,8 @@ def format_summary(result: RunResult, fast_dev_run: bool | int = False) -> str:
     """What a user reads at the end of a run: where everything is, and the probe figures.
 
     Args:
-        fast_dev_run: ``trainer.fast_dev_run``: a smoke run writes no checkpoint and no TensorBoard events.
+        fast_dev_run: ``trainer.fast_dev_run``: a smoke run writes no checkpoint and no TensorBoard events,
+            and runs no probe.
     """
     smoke = f"none (smoke run, trainer.fast_dev_run={fast_dev_run})"
     tensorboard = f"tensorboard --logdir {result.run_dir / 'tensorboard'}"
@@ -259,6 +323,8 @@ def format_summary(result: RunResult, fast_dev_run: bool | int = False) -> str:
     ]
     if fast_dev_run:
         lines.insert(0, f"smoke run       trainer.fast_dev_run={fast_dev_run}: the export is of a barely trained backbone")
+        lines.insert(-1, f"linear probe    none (smoke run, trainer.fast_dev_run={fast_dev_run}: the probes and the kNN "
+                         "monitor are skipped)")
     if result.probe:
         any_result = next(iter(result.probe.values()))
         lines += ["", f"linear probe top-1 ({any_result['train_clips']} train / {any_result['test_clips']} test clips):"]
@@ -269,14 +335,29 @@ def format_summary(result: RunResult, fast_dev_run: bool | int = False) -> str:
 
 
 def resume_command(argv: list[str], checkpoint: Path) -> str:
-    """The command that continues an interrupted run: the same arguments, resuming `checkpoint`."""
+    """The command that continues an interrupted run: the same arguments, resuming `checkpoint`
+    (or the same command, when it has ``run.resume=auto``)."""
+    if f"run.resume={AUTO}" in argv:
+        return shlex.join(["python", "-m", "avssl.pretrain", *argv])
     kept = [arg for arg in argv if not arg.startswith("run.resume=")]
     return shlex.join(["python", "-m", "avssl.pretrain", *kept, f"run.resume={checkpoint}"])
 
 
+def stop_message(stop: RunInterrupted, argv: list[str]) -> str:
+    """What the CLI prints when a stop signal ended the run: what is kept, and how to continue."""
+    how = f"interrupted ({signal_name(stop.signum)})"
+    if stop.checkpoint is None:
+        return f"avssl.pretrain: {how} before the first training step; nothing was saved."
+    if stop.step is None:
+        kept = f"{how} before training resumed; {stop.checkpoint} is unchanged"
+    else:
+        kept = f"{how}; {stop.checkpoint} holds step {stop.step}"
+    return f"avssl.pretrain: {kept}. Resume with:\n  {resume_command(argv, stop.checkpoint)}"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging()
     try:
         option, args = split_options(argv)
         if option is not None:  # --help, a listing or --print-config: print, create nothing
@@ -287,17 +368,16 @@ def main(argv: list[str] | None = None) -> int:
             result = run(config)
     except USER_ERRORS as err:
         print(f"avssl.pretrain: error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_USER_ERROR
+    except TrainingDiverged as err:
+        print(f"avssl.pretrain: error: {err}", file=sys.stderr)
+        return EXIT_DIVERGED
     except RunInterrupted as stop:
-        if stop.step is None:
-            print("avssl.pretrain: interrupted before the first training step; nothing to resume.", file=sys.stderr)
-        else:
-            print(f"avssl.pretrain: interrupted; {stop.checkpoint} holds step {stop.step}. Resume with:\n"
-                  f"  {resume_command(args, stop.checkpoint)}", file=sys.stderr)
-        return 130
+        print(stop_message(stop, args), file=sys.stderr)
+        return 128 + stop.signum
     except KeyboardInterrupt:
         print("avssl.pretrain: interrupted before training started; nothing was saved.", file=sys.stderr)
-        return 130
+        return 128 + signal.SIGINT
     if not result.launched_rank:
         print("\n" + format_summary(result, config.trainer.fast_dev_run))
     return 0

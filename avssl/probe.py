@@ -4,6 +4,8 @@ Embeds the labeled clips with the frozen backbone (audio, video and joint featur
 linear classifier of `avssl.evaluation.linear_probe` and prints top-1 per feature set; the JSON
 written to ``--out`` adds the protocol and the number of clips used and skipped.
 ``--random-init`` probes the same architecture with fresh weights, to show what pretraining bought.
+Without ``--out`` the JSON is named after what is probed (`default_out`), so the two probes of a
+run write two files: ``probe-<run>.json`` and ``probe-<run>-random_init.json``.
 
 LABELED_DIR is folder-per-class (split into train and test by a seeded stratified split) or holds
 ``train/`` and ``val/`` (or ``test/``) folders of classes. A split a probe cannot give a meaningful
@@ -15,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ import torch
 
 from avssl.backbones.encoder import AudioVisualEncoder
 from avssl.backbones.registry import build_encoder
+from avssl.console import configure_logging
 from avssl.evaluation.linear_probe import FEATURE_SETS, linear_probe
 from avssl.export import encoder_from_checkpoint
 from avssl.loading import load_backbone
@@ -78,17 +80,38 @@ def probe(
     )
     labeled.setup("fit")
     encoder.to(device)
-    result = linear_probe(encoder, labeled, device, seed)
+    init = "random_init" if random_init else "pretrained"
+    result = linear_probe(encoder, labeled, device, seed, name=init)
     skipped = labeled.report.skipped
     result.update(
         backbone=backbone,
-        init="random_init" if random_init else "pretrained",
+        init=init,
         data=data,
         classes=labeled.class_names,
         skipped_clips=len(skipped),
         skipped=skipped,
     )
     return result
+
+
+def default_out(backbone: str, random_init: bool = False) -> Path:
+    """The JSON file a probe writes without ``--out``: ``probe-<name>[-random_init].json`` in the current folder.
+
+    <name> is the run's or export's folder name (for ``<run>/export``: the run's), or for a
+    checkpoint its file name, after the run's (``<run>/checkpoints/last.ckpt``: ``<run>-last``).
+
+    Examples:
+        >>> default_out("runs/default-20250101-120000/export", random_init=True).name
+        'probe-default-20250101-120000-random_init.json'
+        >>> default_out("runs/cav/checkpoints/last.ckpt").name
+        'probe-cav-last.json'
+    """
+    path = Path(backbone).resolve()
+    if path.suffix == ".ckpt":
+        name = f"{path.parent.parent.name}-{path.stem}" if path.parent.name == "checkpoints" else path.stem
+    else:
+        name = path.parent.name if path.name == "export" else path.name
+    return Path(f"probe-{name}{'-random_init' if random_init else ''}.json")
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -105,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m avssl.probe", description=__doc__.splitlines()[0])
     parser.add_argument("backbone", help="run directory, export directory, or a .ckpt checkpoint")
     parser.add_argument("--data", required=True, help="labeled folder (folder-per-class, or train/ + val/ or test/)")
-    parser.add_argument("--out", default="probe.json", help="JSON file for the results (default: probe.json)")
+    parser.add_argument("--out", help="JSON file for the results (default: probe-<run or export name>.json, "
+                        "probe-<name>-random_init.json with --random-init)")
     parser.add_argument("--random-init", action="store_true", help="probe the same architecture with fresh weights")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--num-workers", type=int, default=2)
@@ -115,7 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--extensions", default=",".join(DEFAULT_EXTENSIONS),
                         help="comma-separated file endings that count as videos (default: %(default)s)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.out is None:
+        args.out = str(default_out(args.backbone, args.random_init))
+    configure_logging()
     report = DataReport(location=f"{args.out} ('skipped')")
     extensions = tuple(ext.strip() for ext in args.extensions.split(",") if ext.strip())
     try:

@@ -5,7 +5,7 @@ Everything is loaded with ``weights_only=True`` (a checkpoint is data, not code)
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -101,3 +101,26 @@ def load_weights(module: nn.Module, state: Mapping[str, Any], path: str | Path, 
     if problems:
         raise ValueError(f"{path}: weights do not match {config}: {problems}; {fix}")
     module.load_state_dict(state)
+
+
+def check_fits_before_building(build: Callable[[], nn.Module], shapes: Mapping[str, Any], path: str | Path,
+                               config: str, fix: str) -> None:
+    """Checks that weights of the given shapes fit the module ``build`` makes, without allocating it.
+
+    ``build`` runs on torch's meta device (parameters without storage), so a config that asks for
+    an enormous model costs nothing here; the real build comes only after the weights are known
+    to fit it, and the weights file (not the config) then decides what is allocated.
+
+    Args:
+        build: makes the module from ``config`` (e.g. ``lambda: build_encoder(spec)``).
+        shapes: each weight's name and a tensor of its shape (a meta tensor is enough).
+        path, config, fix: as `load_weights`.
+
+    Raises:
+        ValueError: the weights do not fit, in the one line of `load_weights`.
+    """
+    with torch.device("meta"):
+        skeleton = build()
+    problems = weights_mismatch(skeleton.state_dict(), shapes)
+    if problems:
+        raise ValueError(f"{path}: weights do not match {config}: {problems}; {fix}")

@@ -48,7 +48,8 @@ import torchaudio
 import torchvision.transforms.v2 as v2
 from torch import Tensor
 
-from avssl.schema import in_range, min_max, non_negative, positive
+from avssl.limits import MAX_AUDIO_FRAMES, MAX_MEL_BINS
+from avssl.schema import in_range, min_max
 from datamodules.preprocessing import Preprocessing
 from datamodules.video_transforms import check_frames, resize_and_crop
 
@@ -80,10 +81,10 @@ class VideoAugmentation:
 
     resized_crop_scale: list[float] = field(default_factory=lambda: [1.0, 1.0],
                                             metadata=min_max(in_range(0.0, 1.0, include_low=False)))
-    resized_crop_ratio: list[float] = field(default_factory=lambda: [3 / 4, 4 / 3], metadata=min_max(positive()))
-    brightness: float = field(default=0.0, metadata=non_negative())
-    contrast: float = field(default=0.0, metadata=non_negative())
-    saturation: float = field(default=0.0, metadata=non_negative())
+    resized_crop_ratio: list[float] = field(default_factory=lambda: [3 / 4, 4 / 3], metadata=min_max(in_range(0.01, 100.0)))
+    brightness: float = field(default=0.0, metadata=in_range(0.0, 10.0))
+    contrast: float = field(default=0.0, metadata=in_range(0.0, 10.0))
+    saturation: float = field(default=0.0, metadata=in_range(0.0, 10.0))
     hue: float = field(default=0.0, metadata=in_range(0.0, 0.5))
     color_jitter_p: float = field(default=1.0, metadata=in_range(0.0, 1.0))
     grayscale_p: float = field(default=0.0, metadata=in_range(0.0, 1.0))
@@ -134,13 +135,13 @@ class AudioAugmentation:
             events no longer fall at the rate of the motion's). ``[1, 1]``: off.
     """
 
-    time_mask_frames: int = field(default=0, metadata=non_negative())
-    time_masks: int = field(default=1, metadata=non_negative())
-    freq_mask_bins: int = field(default=0, metadata=non_negative())
-    freq_masks: int = field(default=1, metadata=non_negative())
-    mask_value: float = 0.0
-    gain_db: list[float] = field(default_factory=lambda: [0.0, 0.0], metadata=min_max())
-    speed: list[float] = field(default_factory=lambda: [1.0, 1.0], metadata=min_max(positive()))
+    time_mask_frames: int = field(default=0, metadata=in_range(0, MAX_AUDIO_FRAMES))
+    time_masks: int = field(default=1, metadata=in_range(0, 100))
+    freq_mask_bins: int = field(default=0, metadata=in_range(0, MAX_MEL_BINS))
+    freq_masks: int = field(default=1, metadata=in_range(0, 100))
+    mask_value: float = field(default=0.0, metadata=in_range(-100.0, 100.0))  # as data.preprocessing.audio_mean
+    gain_db: list[float] = field(default_factory=lambda: [0.0, 0.0], metadata=min_max(in_range(-60.0, 60.0)))
+    speed: list[float] = field(default_factory=lambda: [1.0, 1.0], metadata=min_max(in_range(0.1, 10.0)))
 
     @property
     def masks(self) -> bool:

@@ -30,6 +30,7 @@ from datamodules.preprocessing import Preprocessing
 from datamodules.report import DataReport
 from datamodules.scan import scan_files
 from datamodules.split_check import check_split, warn_if_small
+from datamodules.workers import ignore_stop_signals
 
 log = logging.getLogger(__name__)
 
@@ -253,4 +254,5 @@ class LabeledClipDataModule(pl.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             collate_fn=collate_clips,
+            worker_init_fn=ignore_stop_signals,
         )

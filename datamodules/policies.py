@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from avssl.schema import in_range, one_of, positive
+from avssl.schema import in_range, one_of
 
 
 @dataclass
@@ -31,4 +31,4 @@ class DataPolicies:
     short: str = field(default="pad", metadata=one_of(["pad", "skip"]))
     min_clip_fraction: float = field(default=0.5, metadata=in_range(0.0, 1.0, include_low=False))
     corrupt: str = field(default="readable", metadata=one_of(["readable", "skip"]))
-    file_timeout_s: float = field(default=60.0, metadata=positive())
+    file_timeout_s: float = field(default=60.0, metadata=in_range(0.0, 86_400.0, include_low=False))  # at most a day

@@ -15,7 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from avssl.schema import all_positive, one_of, positive
+from avssl.limits import MAX_AUDIO_FRAMES, MAX_CLIP_SECONDS, MAX_FRAME_SIZE, MAX_MEL_BINS, MAX_VIDEO_FRAMES
+from avssl.schema import each, in_range, one_of
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -45,17 +46,21 @@ class Preprocessing:
         audio_std: fbank normalisation std.
     """
 
-    clip_seconds: float = field(default=10.0, metadata=positive())
-    num_frames: int = field(default=1, metadata=positive())
-    fps: Optional[float] = field(default=None, metadata=positive())
-    frame_size: int = field(default=224, metadata=positive())
+    clip_seconds: float = field(default=10.0, metadata=in_range(0.0, MAX_CLIP_SECONDS, include_low=False,
+                                                                hint="one clip is decoded into memory at once"))
+    num_frames: int = field(default=1, metadata=in_range(1, MAX_VIDEO_FRAMES))
+    fps: Optional[float] = field(default=None, metadata=in_range(0.0, 1000.0, include_low=False))
+    frame_size: int = field(default=224, metadata=in_range(1, MAX_FRAME_SIZE))
     crop: str = field(default="center", metadata=one_of(["center", "random"]))
-    video_mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
-    video_std: list[float] = field(default_factory=lambda: list(IMAGENET_STD), metadata=all_positive())
-    sample_rate: int = field(default=16000, metadata=positive())
-    num_mel_bins: int = field(default=128, metadata=positive())
-    frame_length_ms: float = field(default=25.0, metadata=positive())
-    frame_shift_ms: float = field(default=10.0, metadata=positive())
-    audio_frames: int = field(default=1024, metadata=positive())
-    audio_mean: float = -5.081
-    audio_std: float = field(default=4.4849, metadata=positive())
+    video_mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN), metadata=each(in_range(0.0, 1.0), length=3))
+    video_std: list[float] = field(default_factory=lambda: list(IMAGENET_STD),
+                                   metadata=each(in_range(0.0, 1.0, include_low=False), length=3))
+    sample_rate: int = field(default=16000, metadata=in_range(1000, 384_000))
+    num_mel_bins: int = field(default=128, metadata=in_range(1, MAX_MEL_BINS))
+    frame_length_ms: float = field(default=25.0, metadata=in_range(0.0, 1000.0, include_low=False))
+    frame_shift_ms: float = field(default=10.0, metadata=in_range(0.0, 1000.0, include_low=False))
+    audio_frames: int = field(default=1024, metadata=in_range(1, MAX_AUDIO_FRAMES,
+                                                              hint="1024 frames are 10.24 s at a 10 ms hop"))
+    # kaldi's fbank is a natural log of mel power: its values lie within about [-20, 20]
+    audio_mean: float = field(default=-5.081, metadata=in_range(-100.0, 100.0))
+    audio_std: float = field(default=4.4849, metadata=in_range(0.0, 100.0, include_low=False))

@@ -17,6 +17,7 @@ from datamodules.errors import NoUsableClipsError, StrictDataError
 from datamodules.report import DataReport
 from datamodules.sources import Source, SourceConfig, open_source
 from datamodules.stream import ClipStream, StreamSettings
+from datamodules.workers import ignore_stop_signals
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +115,8 @@ class AVPretrainDataModule(pl.LightningDataModule):
 
         The position is the current epoch and the batches of it trained on, counted by the
         Trainer (the loader reads ahead of training); a finished epoch is saved as the start of
-        the next one. It also records the settings the epoch's plan was made from.
+        the next one. It also records the settings the epoch's plan was made from, and the
+        source's fingerprint (`Source.fingerprint`: its files' names and sizes).
         """
         state: dict[str, Any] = {"report": self.report.to_state()}
         if self.trainer is not None:
@@ -123,6 +125,8 @@ class AVPretrainDataModule(pl.LightningDataModule):
             if done >= self.trainer.num_training_batches:
                 epoch, done = epoch + 1, 0
             state["position"] = {"epoch": epoch, "batches_done": done, "plan": self.plan_settings(self.trainer.world_size)}
+            if self.source is not None:
+                state["position"]["source"] = self.source.fingerprint()
         return state
 
     def plan_settings(self, world_size: int) -> dict[str, Any]:
@@ -148,15 +152,34 @@ class AVPretrainDataModule(pl.LightningDataModule):
     def resume_conflicts(self, state: dict[str, Any], world_size: int) -> list[str]:
         """Why the saved `state` cannot be resumed with these settings (empty: it can).
 
-        Only a position inside an epoch binds the settings: the batches already trained on are
-        counted in that epoch's plan, and another plan would train some clips twice and skip
-        others. A position at an epoch boundary can be resumed with any settings.
+        Only a position inside an epoch binds the settings and the source's files: the batches
+        already trained on are counted in that epoch's plan, and another plan would train some
+        clips twice and skip others. A position at an epoch boundary can be resumed with any
+        settings; a changed source is logged, and the next epoch is planned from it. Opens the
+        source (`setup`) to compare it with the checkpoint's.
         """
         position = state.get("position") or {}
+        changed = self._source_change(position.get("source"))
         if not position.get("batches_done"):
+            if changed:
+                log.info("%s; the next epoch is planned from it as it is now", changed)
             return []
         saved, now = position.get("plan", {}), self.plan_settings(world_size)
-        return [f"{key} (checkpoint: {saved[key]}, now: {now[key]})" for key in now if key in saved and saved[key] != now[key]]
+        conflicts = [f"{key} (checkpoint: {saved[key]}, now: {now[key]})"
+                     for key in now if key in saved and saved[key] != now[key]]
+        return conflicts + ([changed] if changed else [])
+
+    def _source_change(self, saved: dict[str, Any] | None) -> str | None:
+        """How the source differs from the checkpoint's fingerprint (None: the same, or not recorded)."""
+        if not saved:
+            return None
+        self.setup()
+        now = self.source.fingerprint()
+        if now == saved:
+            return None
+        counts = (f"{now['videos']} videos now, {saved['videos']} then" if now["videos"] != saved["videos"] else
+                  f"as many videos, {now['videos']}, but other names or sizes")
+        return f"the files of {self.path_key}={self.source_config.path} changed since the checkpoint ({counts})"
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.report.load_state(state_dict["report"])
@@ -173,7 +196,7 @@ class _PositionedLoader(DataLoader):
 
     def __init__(self, stream: ClipStream, num_workers: int, datamodule: AVPretrainDataModule) -> None:
         super().__init__(stream, batch_size=None, num_workers=num_workers,
-                         prefetch_factor=2 if num_workers else None)
+                         prefetch_factor=2 if num_workers else None, worker_init_fn=ignore_stop_signals)
         self._datamodule = datamodule
 
     def __iter__(self) -> Iterator[Any]:

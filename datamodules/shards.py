@@ -25,7 +25,7 @@ from webdataset.shardlists import expand_urls
 from webdataset.tariterators import base_plus_ext, group_by_keys, tar_file_expander
 
 from datamodules.errors import ClipError, DataPathError
-from datamodules.sources import LocalVideo, Source, VideoRef
+from datamodules.sources import LocalVideo, Source, VideoRef, file_size
 
 # Members webdataset's `tar_file_iterator` leaves out (its ``skip_meta`` default): "__*__" names.
 _META = re.compile(r"__[^/]*__($|/)")
@@ -72,6 +72,10 @@ class ShardSource(Source):
         broken = f", {len(self._broken)} unreadable" if self._broken else ""
         super().__init__(f"{len(self.shards)} {noun} {pattern} ({sum(sizes) - len(self._broken)} samples{broken})",
                          sizes)
+
+    def _listing(self) -> Generator[tuple[object, ...], None, None]:
+        for shard, samples in zip(self.shards, self.group_sizes()):
+            yield shard, file_size(shard), samples
 
     def _videos(self, group: int, skip: int) -> Generator[LocalVideo, None, None]:
         shard, size = self.shards[group], self._sizes[group]

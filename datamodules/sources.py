@@ -8,6 +8,7 @@ docs/data.md ("Sources") describes the kinds, the manifest format and the shard 
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 from abc import ABC, abstractmethod
@@ -81,6 +82,24 @@ class Source(ABC):
         self.description = description
         self._sizes = group_sizes
         self._first_ids = [0, *itertools.accumulate(group_sizes)][:-1]  # video_id of each group's first video
+        self._fingerprint: dict[str, int | str] | None = None
+
+    def fingerprint(self) -> dict[str, int | str]:
+        """What the epoch plans depend on, to tell whether a resumed run reads the same source.
+
+        ``{"videos": <count>, "digest": <sha256 of the listing>}``; the listing holds each group's
+        name, size in bytes and video count (see `_listing`), nothing is decoded. Computed once.
+        """
+        if self._fingerprint is None:
+            digest = hashlib.sha256()
+            for entry in self._listing():
+                digest.update(repr(entry).encode() + b"\n")
+            self._fingerprint = {"videos": sum(self._sizes), "digest": digest.hexdigest()}
+        return self._fingerprint
+
+    @abstractmethod
+    def _listing(self) -> Generator[tuple[object, ...], None, None]:
+        """One tuple per group, in order: what identifies it (name, size, window, ...)."""
 
     def group_sizes(self) -> list[int]:
         """Videos per group."""
@@ -120,9 +139,16 @@ class Source(ABC):
 class FileSource(Source):
     """Videos that are local files, each its own group: a folder's files or a manifest's rows."""
 
-    def __init__(self, refs: list[VideoRef], description: str) -> None:
+    def __init__(self, refs: list[VideoRef], description: str, root: str | None = None) -> None:
+        """``root``: the folder the files were listed from (the fingerprint names them relative to it)."""
         super().__init__(description, [1] * len(refs))
         self.refs = refs
+        self.root = root
+
+    def _listing(self) -> Generator[tuple[object, ...], None, None]:
+        for ref in self.refs:
+            name = os.path.relpath(ref.name, self.root) if self.root else ref.name
+            yield name, file_size(ref.name), ref.start_s, ref.end_s
 
     def _videos(self, group: int, skip: int) -> Generator[LocalVideo, None, None]:
         if not skip:
@@ -164,7 +190,7 @@ def open_source(config: SourceConfig, key: str = "data.source", path_key: str | 
         if not os.path.isdir(path):
             raise _kind_mismatch(key, path_key, kind, path, "is a file")
         files = list_videos(path, config.extensions, key=path_key)
-        return FileSource([VideoRef(str(f)) for f in files], f"folder {path} ({len(files)} files)")
+        return FileSource([VideoRef(str(f)) for f in files], f"folder {path} ({len(files)} files)", root=path)
     if os.path.isdir(path):
         raise _kind_mismatch(key, path_key, kind, path, "is a folder")
     if not path.lower().endswith(MANIFEST_SUFFIXES):
@@ -174,6 +200,14 @@ def open_source(config: SourceConfig, key: str = "data.source", path_key: str | 
 
     refs = read_manifest(path, path_key)
     return FileSource(refs, f"manifest {path} ({len(refs)} videos)")
+
+
+def file_size(path: str) -> int:
+    """Size in bytes; -1 for a file that is gone (it is reported as unreadable when read)."""
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return -1
 
 
 def _check_fields(config: SourceConfig, key: str) -> None:

@@ -23,6 +23,7 @@ crops are exactly those of a run without offsets.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -32,6 +33,7 @@ from datamodules.errors import ClipError
 from datamodules.sampling import ContentSpans, Span, covered
 
 _EPS = 1e-6  # seconds; as in `datamodules.sampling`
+MAX_AV_OFFSET_S = 60.0  # CrissCross shifts by up to about a second; past a minute the streams are unrelated
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,9 @@ def offset_range_problem(value: Sequence[float]) -> str | None:
     """What is wrong with an ``av_offset_s`` range (None: nothing); a `satisfies` check."""
     if len(value) != 2:
         return f"must be [min, max] in seconds, got {len(value)} values (e.g. [-0.5, 0.5]; [0, 0]: synchronous)"
+    for x in value:
+        if not math.isfinite(x) or abs(x) > MAX_AV_OFFSET_S:
+            return f"{x} must be a finite number of seconds in [-{MAX_AV_OFFSET_S:g}, {MAX_AV_OFFSET_S:g}] (e.g. [-0.5, 0.5])"
     low, high = value
     if low > high:
         return f"min {low} is above max {high}; give [min, max] with min <= max (e.g. [-0.5, 0.5])"

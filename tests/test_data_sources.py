@@ -6,6 +6,7 @@ import gc
 import io
 import json
 import os
+import shutil
 import tarfile
 import tempfile
 from pathlib import Path
@@ -112,6 +113,29 @@ def test_folder_lists_recursively_sorted_with_the_extension_filter(tmp_path: Pat
     source.videos(0).close()  # every source's videos() can be closed early, as the stream does
     only_mkv = open_source(SourceConfig(path=str(tmp_path), extensions=[".mkv"]))
     assert [v.path for v in only_mkv.videos(0)] == [names[0]] and only_mkv.group_sizes() == [1]
+
+
+def test_the_fingerprint_changes_with_the_files_not_with_the_folders_place(tmp_path: Path) -> None:
+    """What a resumed epoch checks (datamodules/pretrain.py): names and sizes, without decoding."""
+    (tmp_path / "videos").mkdir()
+    (tmp_path / "videos" / "a.mp4").write_bytes(b"x")
+    (tmp_path / "m.csv").write_text("path\nvideos/a.mp4\n")
+    write_shard(tmp_path / "s-0.tar", ["k0"])
+
+    def fingerprint(path: Path | str) -> dict:
+        return open_source(SourceConfig(path=str(path))).fingerprint()
+
+    before = {path: fingerprint(path) for path in (tmp_path / "videos", tmp_path / "m.csv", tmp_path / "s-0.tar")}
+    assert [f["videos"] for f in before.values()] == [1, 1, 1]
+    shutil.copytree(tmp_path / "videos", tmp_path / "moved")
+    assert fingerprint(tmp_path / "moved") == before[tmp_path / "videos"]  # names relative to the folder
+    (tmp_path / "videos" / "a.mp4").write_bytes(b"xy")  # replaced by a file of another size
+    assert fingerprint(tmp_path / "videos") != before[tmp_path / "videos"]
+    assert fingerprint(tmp_path / "m.csv") != before[tmp_path / "m.csv"]
+    (tmp_path / "videos" / "b.mp4").write_bytes(b"x")
+    assert fingerprint(tmp_path / "videos")["videos"] == 2
+    write_shard(tmp_path / "s-0.tar", ["k0", "k1"])
+    assert fingerprint(tmp_path / "s-0.tar") != before[tmp_path / "s-0.tar"]
 
 
 # --- manifests --------------------------------------------------------------------------------

@@ -100,9 +100,9 @@ def test_worse_than_random_init_while_the_loss_falls():
 
 
 @pytest.mark.parametrize("override,message", [
-    ("health.knn_k=0", "health.knn_k=0: must be > 0"),
-    ("health.knn_temperature=-0.1", "health.knn_temperature=-0.1: must be > 0"),
-    ("health.knn_every_n_epochs=-1", "health.knn_every_n_epochs=-1: must be >= 0"),
+    ("health.knn_k=0", "health.knn_k=0: must be in [1, 10_000]"),
+    ("health.knn_temperature=-0.1", "health.knn_temperature=-0.1: must be in (0.0, 100.0]"),
+    ("health.knn_every_n_epochs=-1", "health.knn_every_n_epochs=-1: must be in [0, 100_000]"),
 ])
 def test_knn_config_keys_are_checked(override, message):
     assert (load_config([]).health.knn_k, load_config([]).health.knn_every_n_epochs) == (20, 5)
@@ -247,7 +247,8 @@ def test_knn_monitor_does_nothing_on_other_ranks_or_without_a_usable_split(caplo
     with caplog.at_level(logging.INFO, logger="avssl.callbacks.knn_monitor"):
         for labeled, rank_zero in ((other_rank, False), (degenerate, True)):
             monitor, module = KNNMonitor(labeled, k=5), FallingLoss()
-            trainer = SimpleNamespace(is_global_zero=rank_zero, current_epoch=0, global_step=1, loggers=[])
+            trainer = SimpleNamespace(is_global_zero=rank_zero, current_epoch=0, global_step=1, loggers=[],
+                                      progress_bar_callback=None)
             monitor.on_fit_start(trainer, module)
             monitor.on_train_epoch_start(trainer, module)
             monitor.on_train_batch_end(trainer, module, {"loss": torch.tensor(1.0)}, None, 0)

@@ -1,6 +1,7 @@
 """The user's path end to end on a tiny recipe: pretrain -> run directory -> export -> load -> probe."""
 
 import json
+import logging
 import re
 import subprocess
 import sys
@@ -151,8 +152,24 @@ def test_probe_cli_prints_a_table_and_writes_json(run, demo, tmp_path, capsys):
     callback = json.loads((run / "probe.json").read_text())["pretrained"]
     for name in ("audio", "video", "joint"):
         assert result[name]["top1"] == pytest.approx(callback[name]["top1"])
-    assert probe_main([str(run), "--data", str(demo.labeled), "--out", str(out), "--random-init", "--num-workers", "0"]) == 0
-    assert json.loads(out.read_text())["init"] == "random_init"
+
+
+def test_the_two_probe_cli_lines_of_the_readme_write_two_files_and_show_progress(run, demo, tmp_path, monkeypatch,
+                                                                                 caplog):
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level(logging.INFO):
+        assert probe_main([str(run), "--data", str(demo.labeled), "--num-workers", "0"]) == 0
+        assert probe_main([str(run), "--data", str(demo.labeled), "--random-init", "--num-workers", "0"]) == 0
+    assert json.loads((tmp_path / "probe-tiny.json").read_text())["init"] == "pretrained"
+    assert json.loads((tmp_path / "probe-tiny-random_init.json").read_text())["init"] == "random_init"
+    assert not (tmp_path / "probe.json").exists()
+    # each probe says what it probes when it starts, then how far it got (log lines: stdout is no terminal)
+    lines = [r.getMessage() for r in caplog.records]
+    for init in ("pretrained", "random_init"):
+        assert any(line.startswith(f"linear probe ({init}): embedding 18 train and 6 test clips of --data=")
+                   for line in lines), lines
+        assert f"linear probe ({init}): embedding clips 24/24" in "\n".join(lines)
+        assert f"linear probe ({init}): fitting logistic regressions 18/18" in "\n".join(lines)
 
 
 def test_probe_cli_missing_data_is_a_clear_error(run, tmp_path, capsys):
@@ -247,12 +264,17 @@ def test_accumulation_and_batch_limits_size_the_schedule_in_optimizer_steps(demo
 
 def test_fast_dev_run_is_a_smoke_run_that_still_exports(demo, tmp_path, capsys, caplog):
     run_dir = tmp_path / "smoke"
-    args = [*TINY, f"data.root={demo.unlabeled}", "probe.enabled=false", f"run.dir={run_dir}",
+    args = [*TINY, f"data.root={demo.unlabeled}", f"probe.data={demo.labeled}", f"run.dir={run_dir}",
             "trainer.fast_dev_run=true", "trainer.enable_progress_bar=false"]
-    assert pretrain_main(args) == 0
+    with caplog.at_level(logging.INFO):
+        assert pretrain_main(args) == 0
     out = capsys.readouterr().out
     assert "smoke run       trainer.fast_dev_run=True" in out
     assert "checkpoint      none (smoke run" in out
+    # a smoke run takes seconds: neither probe nor the kNN monitor runs, and the summary says so
+    assert "linear probe    none (smoke run" in out and "linear probe top-1" not in out
+    assert not (run_dir / "probe.json").exists()
+    assert not [r for r in caplog.records if r.name.startswith(("avssl.evaluation", "avssl.callbacks.linear_probe", "avssl.callbacks.knn"))]
     assert avssl.load_backbone(run_dir / "export").embed_dim == 32
     assert not (run_dir / "checkpoints" / "last.ckpt").exists()
     assert not [r for r in caplog.records if r.name == "avssl.progress"]  # enable_progress_bar=false: no progress

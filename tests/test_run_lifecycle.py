@@ -1,7 +1,9 @@
 """A run's life: checkpoints that survive kills, one directory per run, resume that means what it
-says, Ctrl-C that saves, and one clear line for every bad checkpoint."""
+says, Ctrl-C and SIGTERM that save, divergence that stops and keeps the last finite state, and one
+clear line for every bad checkpoint."""
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -15,6 +17,7 @@ from test_pretrain_e2e import TINY
 import avssl
 from avssl.atomic_files import atomic_write, remove_partial_files
 from avssl.export import export_encoder
+from avssl.objectives import OBJECTIVES, Objective, ObjectiveOutput, register_objective
 from avssl.pretrain import main as pretrain_main
 from datamodules.demo import render_demo_clips
 
@@ -141,22 +144,136 @@ def test_a_bad_checkpoint_is_one_line(stopped, common, tmp_path, capsys, damage)
     assert not (tmp_path / "run").exists()
 
 
-def test_ctrl_c_saves_the_checkpoint_and_prints_the_resume_command(common, tmp_path):
+def _start(args: list[str]) -> subprocess.Popen:
+    """``python -m avssl.pretrain`` in its own process group, as a terminal's foreground job or a SLURM job step."""
+    return subprocess.Popen([sys.executable, "-m", "avssl.pretrain", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def _wait_for(ready, proc: subprocess.Popen, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready() and proc.poll() is None:
+        assert time.monotonic() < deadline, "the run never got there"
+        time.sleep(0.02)
+    assert proc.poll() is None, proc.communicate()[1][-3000:]
+
+
+def _noise(err: str) -> list[str]:
+    """Messages a stopped run must not print: tracebacks and Lightning's own SIGTERM and interrupt notes."""
+    return [m for m in ("Traceback", "Received SIGTERM", "Detected KeyboardInterrupt", "killed by signal") if m in err]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl_c", "sigterm"])
+def test_a_stop_signal_saves_at_the_end_of_the_step_exits_128_plus_it_and_resumes(common, tmp_path, signum):
+    """To the whole process group (a terminal's Ctrl-C, SLURM), DataLoader workers included, while
+    checkpoints are being written every step; SIGTERM's run uses run.resume=auto, as a requeued job does."""
     run_dir = tmp_path / "run"
-    args = [*common, f"run.dir={run_dir}", "trainer.max_epochs=100", "run.checkpoint_every_n_steps=1"]
-    proc = subprocess.Popen([sys.executable, "-m", "avssl.pretrain", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    resume = ["run.resume=auto"] if signum == signal.SIGTERM else []
+    proc = _start([*common, f"run.dir={run_dir}", "trainer.max_epochs=100", "run.checkpoint_every_n_steps=1",
+                   "data.num_workers=2", *resume])
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
-    deadline = time.monotonic() + 120
-    while not checkpoint.is_file() and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.1)
-    time.sleep(1.0)
-    proc.send_signal(signal.SIGINT)
+    _wait_for(checkpoint.is_file, proc)
+    writing = time.monotonic() + 5
+    _wait_for(lambda: list(checkpoint.parent.glob(".last.ckpt.partial-*")) or time.monotonic() > writing, proc)
+    os.killpg(proc.pid, signum)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
+    assert proc.returncode == 128 + signum, err[-3000:]
+    name = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
+    assert err.count(f"{name}: saving the checkpoint after this step, then stopping") == 1, err
+    assert not _noise(err), err[-3000:]
     step = _step(checkpoint)
-    assert f"{checkpoint} holds step {step}" in err
-    assert f"run.resume={checkpoint}" in err and "Traceback" not in err
+    assert f"interrupted ({name}); {checkpoint} holds step {step}. Resume with:" in err
+    assert sorted(p.name for p in checkpoint.parent.iterdir()) == ["last.ckpt"]
+    assert not (run_dir / "export").exists()
+    command = shlex.split(err.split("Resume with:\n")[1].strip().splitlines()[0])
+    assert command[:3] == ["python", "-m", "avssl.pretrain"]
+    if signum == signal.SIGTERM:  # the same command continues the run, for two more steps
+        assert command[-1] == "run.resume=auto"
+        done = subprocess.run([sys.executable, *command[1:], f"trainer.max_steps={step + 2}"],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert f"(step {step + 2})" in done.stdout and (run_dir / "export" / "model.safetensors").is_file()
+    else:
+        assert command[-1] == f"run.resume={checkpoint}"
+
+
+def test_sigterm_before_training_is_one_line_and_exit_143(common, demo, tmp_path):
+    """During data setup or the random-init probe (``docker stop``: the main process only)."""
+    run_dir = tmp_path / "run"
+    proc = _start([*common, f"run.dir={run_dir}", "probe.enabled=true", f"probe.data={demo.labeled}"])
+    _wait_for((run_dir / "config.yaml").is_file, proc)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-3000:]
+    assert err.strip().splitlines()[-1] == ("avssl.pretrain: interrupted (SIGTERM) before the first training step; "
+                                            "nothing was saved.")
+    assert not _noise(err) and "saving the checkpoint" not in err, err[-3000:]
+    assert not (run_dir / "checkpoints" / "last.ckpt").exists()
+
+
+def test_ctrl_c_during_the_final_probe_stops_it_and_keeps_the_checkpoint(common, demo, tmp_path):
+    run_dir = tmp_path / "run"
+    proc = _start([*common, f"run.dir={run_dir}", "trainer.max_steps=2", "probe.enabled=true",
+                   f"probe.data={demo.labeled}", "probe.random_init_baseline=false", "data.num_workers=1"])
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    _wait_for(checkpoint.is_file, proc)  # saved at the last step; the probe comes next
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    assert f"interrupted (Ctrl-C); {checkpoint} holds step 2. Resume with:" in err
+    assert err.count("saving the checkpoint after this step") <= 1 and not _noise(err), err[-3000:]
+    assert _step(checkpoint) == 2
+    assert not (run_dir / "probe.json").exists() and not (run_dir / "export").exists()
+
+
+class _Diverging(Objective):
+    """A loss term that turns NaN at `at_step` (``loss``), or stays finite with a NaN gradient (``gradient``)."""
+
+    requires = frozenset({"audio_embedding"})
+
+    def __init__(self, at_step: int = 3, how: str = "loss", pass_name: str = "masked") -> None:
+        super().__init__()
+        self.at_step, self.how, self.pass_names = at_step, how, (pass_name,)
+        self.calls = 0
+
+    def forward(self, passes, batch):
+        self.calls += 1
+        value = passes[self.pass_names[0]]["audio_embedding"].mean()
+        if self.calls >= self.at_step:
+            value = value * float("nan") if self.how == "loss" else torch.sqrt(value - value)  # d sqrt(0) = inf * 0
+        return ObjectiveOutput(losses={"term": value})
+
+
+@pytest.fixture
+def diverging():
+    register_objective("test_diverging")(_Diverging)
+    yield "test_diverging"
+    del OBJECTIVES["test_diverging"]
+
+
+@pytest.mark.parametrize("how, named", [("loss", "the loss term test_diverging/term is nan"),
+                                        ("gradient", "the parameter backbone.")])
+def test_a_diverging_run_stops_at_once_and_saves_and_exports_nothing_non_finite(common, tmp_path, capsys, diverging,
+                                                                                how, named):
+    run_dir = tmp_path / "run"
+    args = [*common, f"run.dir={run_dir}", "run.checkpoint_every_n_steps=1", f"objectives.{diverging}.how={how}"]
+    assert pretrain_main(args) == 3
+    err = capsys.readouterr().err.strip()
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert f"training diverged at step 3: {named}" in err
+    assert f"{checkpoint} keeps step 2, the last finite state" in err
+    assert "optim.lr" in err and "trainer.gradient_clip_val=1.0" in err
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    assert state["global_step"] == 2 and all(t.isfinite().all() for t in state["state_dict"].values())
+    assert not (run_dir / "export").exists()
+
+
+def test_resume_auto_needs_run_dir(common, capsys):
+    assert pretrain_main([*common, "run.resume=auto"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "run.resume=auto" in err and "run.dir" in err
 
 
 def test_ddp_makes_one_run_directory_and_one_summary(common, tmp_path):

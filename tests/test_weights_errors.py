@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -131,3 +133,75 @@ def test_a_checkpoint_whose_weights_do_not_fit_its_config(tmp_path: Path, capsys
 def test_a_good_checkpoint_and_export_still_load(checkpoint: Path, export: Path) -> None:
     encoder, _, _ = encoder_from_checkpoint(checkpoint)
     assert avssl.load_backbone(export).embed_dim == encoder.embed_dim == 16
+
+
+TRANSFORMER = ["backbone.preset=cav_mae_tiny", "backbone.num_heads=2"]
+
+
+@pytest.fixture()
+def transformer_export(tmp_path: Path) -> Path:
+    config = _config(*TRANSFORMER)
+    return export_encoder(_encoder(config), config.data.preprocessing, tmp_path / "transformer")
+
+
+def _inflate(export: Path, **backbone) -> None:
+    meta = yaml.safe_load((export / "config.yaml").read_text())
+    meta["backbone"].update(backbone)
+    (export / "config.yaml").write_text(yaml.safe_dump(meta))
+
+
+def _load_quickly(export: Path, seconds: float = 2.0) -> str:
+    """The one-line error of loading `export`, which must come before anything is allocated."""
+    start = time.monotonic()
+    with pytest.raises(ValueError) as caught:
+        avssl.load_backbone(export)
+    assert time.monotonic() - start < seconds
+    assert "\n" not in str(caught.value)
+    return str(caught.value)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("embed_dim", 1_000_000, "backbone.embed_dim=1000000: must be in [1, 16_384]"),
+    ("modality_specific_depth", 100_000, "backbone.modality_specific_depth=100000: must be in [0, 64]"),
+])
+def test_a_config_yaml_with_out_of_range_sizes_is_refused_before_building(transformer_export: Path, field: str, value,
+                                                                          message: str) -> None:
+    _inflate(transformer_export, **{field: value})
+    err = _load_quickly(transformer_export)
+    assert err.startswith(str(transformer_export / "config.yaml")) and message in err and "re-export" in err, err
+
+
+def test_a_position_table_too_large_for_the_config_is_refused_before_building(transformer_export: Path) -> None:
+    _inflate(transformer_export, audio_frames=100_000, num_mel_bins=512, audio_patch=[1, 1])
+    err = _load_quickly(transformer_export)
+    assert "51_200_000 audio tokens per clip" in err and "re-export" in err, err
+
+
+def test_an_inflated_config_within_range_fails_on_the_weights_header_without_allocating(transformer_export: Path,
+                                                                                       tmp_path: Path, capsys) -> None:
+    # 155 GB of float32 parameters if built: the header's shapes are compared first, on the meta device
+    _inflate(transformer_export, embed_dim=8192, modality_specific_depth=24, shared_depth=0)
+    err = _load_quickly(transformer_export, seconds=3.0)
+    assert err.startswith(f"{transformer_export / 'model.safetensors'}: weights do not match config.yaml: "), err
+    assert re.search(r"shape mismatch for \S+: checkpoint \[\d+(, \d+)*\] vs config \[\d+(, \d+)*\]", err), err
+    assert "does it belong to another model? Restore it, or re-export" in err
+    start = time.monotonic()
+    assert probe_main([str(transformer_export), "--data", str(tmp_path), "--out", str(tmp_path / "p.json")]) == 2
+    _one_line_error(capsys, "avssl.probe: error:", "weights do not match config.yaml")
+    assert time.monotonic() - start < 3.0
+
+
+def test_an_inflated_checkpoint_config_fails_on_its_weights_without_allocating(tmp_path: Path, capsys) -> None:
+    state = _encoder(_config(*TRANSFORMER)).state_dict()
+    inflated = _checkpoint(tmp_path / "inflated.ckpt", _config(*TRANSFORMER), state)
+    ckpt = torch.load(inflated, weights_only=True)
+    ckpt["hyper_parameters"]["config"]["backbone"].update(embed_dim=8192, modality_specific_depth=24)
+    torch.save(ckpt, inflated)
+    start = time.monotonic()
+    assert export_main([str(inflated), "--out", str(tmp_path / "out")]) == 2
+    _one_line_error(capsys, "avssl.export: error:", "inflated.ckpt: weights do not match the config in its hyper_parameters")
+    assert time.monotonic() - start < 3.0
+    ckpt["hyper_parameters"]["config"]["backbone"].update(embed_dim=10**6)
+    torch.save(ckpt, inflated)
+    assert export_main([str(inflated), "--out", str(tmp_path / "out")]) == 2
+    _one_line_error(capsys, "backbone.embed_dim=1000000: must be in [1, 16_384]")

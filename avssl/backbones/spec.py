@@ -9,13 +9,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+from avssl.limits import MAX_AUDIO_FRAMES, MAX_FRAME_SIZE, MAX_MEL_BINS, MAX_VIDEO_FRAMES
+from avssl.schema import each, in_range
+
+MAX_DEPTH = 64  # layers of one stack (published encoders: 12-48)
+
 
 @dataclass
 class BackboneSpec:
     """Architecture of an audio-visual encoder; `build_encoder` picks the class from `kind`.
 
     Every field added after the first exports has a default that reproduces the encoder those
-    exports were written with, so a ``config.yaml`` without the newer keys still loads.
+    exports were written with, so a ``config.yaml`` without the newer keys still loads. Each
+    number declares its range (`avssl.schema`): the backbone section of a recipe and the
+    ``config.yaml`` of an export are checked against it before anything is built.
 
     Attributes:
         embed_dim: token width D.
@@ -57,30 +64,30 @@ class BackboneSpec:
         audio_pool: the same for the ``strided_conv`` audio tower.
     """
 
-    embed_dim: int = 768
-    num_heads: int = 12
-    modality_specific_depth: int = 11
-    shared_depth: int = 1
-    mlp_ratio: float = 4.0
+    embed_dim: int = field(default=768, metadata=in_range(1, 16_384))
+    num_heads: int = field(default=12, metadata=in_range(1, 256))
+    modality_specific_depth: int = field(default=11, metadata=in_range(0, MAX_DEPTH))
+    shared_depth: int = field(default=1, metadata=in_range(0, MAX_DEPTH))
+    mlp_ratio: float = field(default=4.0, metadata=in_range(0.0, 64.0, include_low=False))
     qkv_bias: bool = True
-    norm_eps: float = 1e-5
-    audio_frames: int = 1024
-    num_mel_bins: int = 128
-    audio_patch: list[int] = field(default_factory=lambda: [16, 16])
-    num_frames: int = 1
-    frame_size: int = 224
-    video_patch: list[int] = field(default_factory=lambda: [1, 16, 16])
+    norm_eps: float = field(default=1e-5, metadata=in_range(0.0, 1.0, include_low=False))
+    audio_frames: int = field(default=1024, metadata=in_range(1, MAX_AUDIO_FRAMES))
+    num_mel_bins: int = field(default=128, metadata=in_range(1, MAX_MEL_BINS))
+    audio_patch: list[int] = field(default_factory=lambda: [16, 16], metadata=each(in_range(1, MAX_AUDIO_FRAMES), length=2))
+    num_frames: int = field(default=1, metadata=in_range(1, MAX_VIDEO_FRAMES))
+    frame_size: int = field(default=224, metadata=in_range(1, MAX_FRAME_SIZE))
+    video_patch: list[int] = field(default_factory=lambda: [1, 16, 16], metadata=each(in_range(1, MAX_FRAME_SIZE), length=3))
     kind: str = "cav_mae"
-    drop_path: float = 0.0
-    layer_scale_init: Optional[float] = None
+    drop_path: float = field(default=0.0, metadata=in_range(0.0, 1.0, include_high=False))
+    layer_scale_init: Optional[float] = field(default=None, metadata=in_range(0.0, 10.0, include_low=False))
     attention: str = "sdpa"
-    audio_patch_stride: Optional[list[int]] = None
+    audio_patch_stride: Optional[list[int]] = field(default=None, metadata=each(in_range(1, MAX_AUDIO_FRAMES), length=2))
     cls_token: bool = False
     pos_embed: str = "sincos"
-    num_bottlenecks: int = 4
+    num_bottlenecks: int = field(default=4, metadata=in_range(0, 1024))
     video_tower: str = "r2plus1d_18"
     audio_tower: str = "resnet18"
-    tower_width: int = 32
-    tower_stem_stride: int = 2  # 2: the tower of exports written before this field existed
+    tower_width: int = field(default=32, metadata=in_range(1, 4096))
+    tower_stem_stride: int = field(default=2, metadata=in_range(1, 64))  # 2: the tower of exports written before this field existed
     video_pool: str = "avg"  # avg: the towers of exports written before these fields existed
     audio_pool: str = "avg"

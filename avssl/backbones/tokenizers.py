@@ -36,6 +36,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from avssl.backbones.positional import sincos_2d, sincos_3d
+from avssl.backbones.spec import BackboneSpec
+
+# values (tokens x D) of one modality's position table; CAV-MAE base: 512 x 768, VideoMAE-H 1568 x 1280
+MAX_POSITION_TABLE = 2**26
 
 POS_EMBEDS = ("sincos", "learned")
 
@@ -52,6 +56,26 @@ def _grid_size(length: int, patch: int, what: str, stride: Optional[int] = None)
     if length < patch:
         raise ValueError(f"{what}={length} is shorter than the patch size {patch}; use a longer input or a smaller patch.")
     return (length - patch) // stride + 1
+
+
+def position_table_problem(spec: BackboneSpec) -> Optional[str]:
+    """What makes the position tables of ``spec``'s tokenizers too large (None: nothing), from the
+    sizes alone: a table is computed when its tokenizer is built, even on torch's meta device.
+
+    Raises:
+        ValueError: a patch that does not tile its input (as building the tokenizer would).
+    """
+    stride = spec.audio_patch_stride or [None, None]
+    audio = (_grid_size(spec.num_mel_bins, spec.audio_patch[0], "num_mel_bins", stride[0])
+             * _grid_size(spec.audio_frames, spec.audio_patch[1], "audio_frames", stride[1]))
+    video = (_grid_size(spec.num_frames, spec.video_patch[0], "num_frames")
+             * _grid_size(spec.frame_size, spec.video_patch[1], "frame_size")
+             * _grid_size(spec.frame_size, spec.video_patch[2], "frame_size"))
+    for what, tokens in (("audio", audio), ("video", video)):
+        if tokens * spec.embed_dim > MAX_POSITION_TABLE:
+            return (f"{tokens:_} {what} tokens per clip x embed_dim {spec.embed_dim} make a position table of "
+                    f"{tokens * spec.embed_dim:_} values, at most {MAX_POSITION_TABLE:_}")
+    return None
 
 
 def spectrogram_patches(audio: Tensor, patch: Sequence[int], stride: Optional[Sequence[int]] = None) -> Tensor:

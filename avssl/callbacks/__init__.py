@@ -5,5 +5,7 @@ from avssl.callbacks.health import ChanceMonitor
 from avssl.callbacks.knn_monitor import KNNMonitor
 from avssl.callbacks.last_checkpoint import AtomicCheckpointIO, LastCheckpoint
 from avssl.callbacks.linear_probe import LinearProbeCallback
+from avssl.callbacks.stop_signals import StopSignals
 
-__all__ = ["AtomicCheckpointIO", "ChanceMonitor", "DataReportCallback", "KNNMonitor", "LastCheckpoint", "LinearProbeCallback"]
+__all__ = ["AtomicCheckpointIO", "ChanceMonitor", "DataReportCallback", "KNNMonitor", "LastCheckpoint", "LinearProbeCallback",
+           "StopSignals"]

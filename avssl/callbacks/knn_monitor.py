@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from avssl.backbones.registry import build_seeded_encoder
 from avssl.evaluation.knn import knn_top1
 from avssl.evaluation.linear_probe import FEATURE_SETS, embed_clips
+from avssl.task_progress import TaskProgress
 from datamodules.errors import DataSourceError
 from datamodules.labeled import LabeledClipDataModule
 
@@ -70,6 +71,15 @@ def worse_than_random_init(top1: float, random_init_top1: float, first_epoch_los
         False
     """
     return top1 < random_init_top1 - margin and last_epoch_loss < first_epoch_loss
+
+
+def _decoded(loader: Any, progress: TaskProgress) -> list[Any]:
+    """Every batch of `loader`, counted into `progress` (clips read, those that failed included)."""
+    batches = []
+    for batch in loader:
+        batches.append(batch)
+        progress.update(batch["video"].shape[0] + len(batch["meta"]["skipped"]))
+    return batches
 
 
 class KNNMonitor(pl.Callback):
@@ -121,7 +131,9 @@ class KNNMonitor(pl.Callback):
             self._batches = loaders  # setup() checked the scanned split
             kept = f"decoded again at each check (more than {KEEP_DECODED_BYTES / 2**30:.0f} GiB decoded)"
         else:
-            batches = {split: list(loader) for split, loader in loaders.items()}
+            with TaskProgress("kNN monitor: decoding the probe set", self.datamodule.num_train + self.datamodule.num_test,
+                              "clips", enabled=trainer.progress_bar_callback is not None) as progress:
+                batches = {split: _decoded(loader, progress) for split, loader in loaders.items()}
             labels = {split: [label for b in kept for label in b["label"].tolist()] for split, kept in batches.items()}
             try:  # clips that failed to decode may leave a split no classifier can use
                 self.datamodule.check_split(labels["train"], labels["test"])

@@ -1,22 +1,19 @@
 """The run's one checkpoint, ``checkpoints/last.ckpt``: when it is saved and how it is written.
 
 It is saved at the end of every epoch, every ``run.checkpoint_every_n_steps`` steps when set, at
-the last step when ``trainer.max_steps`` ends training inside an epoch, and on Ctrl-C, so it
-always holds the newest state and the data position to resume from.
+the last step when ``trainer.max_steps`` ends training inside an epoch, and on Ctrl-C or SIGTERM,
+so it always holds the newest state and the data position to resume from.
 
-Ctrl-C during training does not raise at whatever line is running (a decoder call, a logger's
-write, a save): the first one asks the run to stop, and at the end of the current step the
-checkpoint is saved and training stops there, from a well-defined state (under DDP every rank
-stops at the same step). A second Ctrl-C stops at once, saving what it can. Every save goes through
-`AtomicCheckpointIO`: a kill at any moment leaves the previous ``last.ckpt`` intact.
+A stop signal during training (`StopSignals`) does not raise at whatever line is running: at the
+end of the current step the checkpoint is saved and training stops there, from a well-defined
+state (under DDP every rank stops at the same step). A second signal stops at once, saving what it
+can. Every save goes through `AtomicCheckpointIO`: a kill at any moment leaves the previous
+``last.ckpt`` intact. A state whose parameters are not finite is never saved (`TrainingDiverged`).
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import signal
-import threading
 from pathlib import Path
 from typing import Any, Optional
 
@@ -26,6 +23,8 @@ from pytorch_lightning.callbacks import Checkpoint
 from pytorch_lightning.plugins import TorchCheckpointIO
 
 from avssl.atomic_files import atomic_write
+from avssl.callbacks.stop_signals import StopSignals
+from avssl.divergence import TrainingDiverged, non_finite_parameter
 
 log = logging.getLogger(__name__)
 
@@ -51,49 +50,36 @@ class LastCheckpoint(Checkpoint):
 
     Args:
         directory: the run's ``checkpoints/`` folder.
+        stop_signals: the run's `StopSignals`: a signal it received ends training at the end of a step.
         every_n_steps: also save every N optimizer steps (0: not between epoch ends).
 
     Attributes:
         saved_step: the global step the file holds (None: nothing saved yet by this run).
-        interrupted: True once a Ctrl-C stopped training (and the checkpoint was saved, if any
-            step had run).
+        interrupted: True once a stop signal (`StopSignals`) stopped the run (and, during
+            training, the checkpoint was saved).
     """
 
-    def __init__(self, directory: str | Path, every_n_steps: int = 0) -> None:
+    def __init__(self, directory: str | Path, stop_signals: StopSignals, every_n_steps: int = 0) -> None:
         self.path = Path(directory) / "last.ckpt"
         self.every_n_steps = every_n_steps
+        self.stop_signals = stop_signals
         self.saved_step: int | None = None
         self.interrupted = False
-        self._stop_requested = False
-        self._previous_handler: Any = None
+        self._training = False
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.saved_step = trainer.global_step if self.path.is_file() else None  # resumed: the file holds this step
-        if threading.current_thread() is threading.main_thread():
-            self._previous_handler = signal.signal(signal.SIGINT, self._request_stop)
-
-    def _request_stop(self, signum: int, frame: Any) -> None:
-        if self._stop_requested:  # the second Ctrl-C: stop now
-            signal.signal(signal.SIGINT, self._previous_handler)
-            raise KeyboardInterrupt
-        self._stop_requested = True
-        # os.write: a signal handler must not take the locks of logging or buffered streams
-        os.write(2, b"\nCtrl-C: saving the checkpoint after this step, then stopping (Ctrl-C again: stop at once)\n")
+        self._training = True
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         step = trainer.global_step
-        stop = self._stop_requested
+        stop = self.stop_signals.received is not None
         if trainer.world_size > 1:  # every rank stops at the same step, or the others would wait forever
             stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
         if stop or (self.every_n_steps and step % self.every_n_steps == 0) or (trainer.max_steps > 0 and step >= trainer.max_steps):
             self._save(trainer)
         if stop:
             raise KeyboardInterrupt  # Lightning's interrupt handling, from the end of a step
-
-    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if self._previous_handler is not None:
-            signal.signal(signal.SIGINT, self._previous_handler)
-            self._previous_handler = None
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # An epoch cut short (max_steps) was saved at its last batch: saved from here, Lightning would
@@ -104,11 +90,20 @@ class LastCheckpoint(Checkpoint):
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         if isinstance(exception, KeyboardInterrupt):
             self.interrupted = True
-            self._save(trainer, after_interrupt=True)
+            if self._training:  # before training (e.g. during the random-init probe) there is nothing new to save
+                self._save(trainer, after_interrupt=True)
 
     def _save(self, trainer: pl.Trainer, after_interrupt: bool = False) -> None:
         if trainer.fast_dev_run or trainer.sanity_checking or self.saved_step == trainer.global_step:
             return  # a smoke run saves nothing, as with Lightning's own checkpointing
+        bad = non_finite_parameter(trainer.lightning_module)
+        if bad is not None:  # the previous, finite last.ckpt stays
+            if after_interrupt:
+                log.error("%s not saved: the parameter %s is not finite at step %d", self.path, bad,
+                          trainer.global_step)
+                return
+            raise TrainingDiverged(f"the parameter {bad} holds NaN or infinite values after the update",
+                                   trainer.global_step)
         if after_interrupt and trainer.world_size > 1:
             # Other ranks may already be gone: no barrier (trainer.save_checkpoint has one), rank 0 writes.
             if trainer.is_global_zero:

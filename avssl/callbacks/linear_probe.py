@@ -3,8 +3,10 @@
 Runs the protocol of `avssl.evaluation.linear_probe` on a labeled datamodule when training ends
 (and every ``every_n_epochs`` epochs if set). With ``random_init_baseline`` it first probes a
 freshly initialised backbone of the same architecture, so the figures show what pretraining
-bought. Top-1 goes to the logger (``probe/<pretrained|random_init>/<audio|video|joint>_top1``)
-and, with the clip counts and the protocol, to ``path`` as JSON.
+bought. Each probe logs what it probes when it starts and shows its progress (a bar on a
+terminal, log lines otherwise, none with ``trainer.enable_progress_bar=false``). Top-1 goes to
+the logger (``probe/<pretrained|random_init>/<audio|video|joint>_top1``) and, with the clip
+counts and the protocol, to ``path`` as JSON.
 
 Degenerate labeled data (`datamodules.split_check`) is refused by the datamodule's ``setup``,
 which pretraining calls before training starts. If clips that fail to decode make a split
@@ -53,7 +55,8 @@ class LinearProbeCallback(pl.Callback):
 
     def _probe(self, trainer: pl.Trainer, name: str, encoder: AudioVisualEncoder, device: torch.device) -> None:
         try:
-            result = linear_probe(encoder, self.datamodule, device, self.seed)
+            result = linear_probe(encoder, self.datamodule, device, self.seed, name,
+                                  show_progress=trainer.progress_bar_callback is not None)
         except DataSourceError as err:
             log.error("linear probe (%s) not run: %s", name, err)
             return

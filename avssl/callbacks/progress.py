@@ -1,7 +1,8 @@
-"""Training progress as log lines, for runs whose stdout is not a terminal (a log file, a batch job, CI).
+"""Training progress: a bar on a terminal, log lines in a log file, both counting epochs from 1.
 
-On a terminal Lightning's TQDM bar redraws itself with carriage returns; in a file each redraw
-stays, thousands per epoch. `LineProgress` logs one readable line instead, every ``interval_s``
+On a terminal `EpochProgressBar` is Lightning's TQDM bar, described as the log lines describe
+the epoch (``epoch 3/20``; Lightning's own bar says ``Epoch 2``). In a file each redraw of a bar
+stays, thousands per epoch; `LineProgress` logs one readable line instead, every ``interval_s``
 seconds and at the end of each epoch::
 
     epoch 3/20  batch 120/400  step 920  train/loss=1.230  4.1 batches/s
@@ -16,9 +17,30 @@ import time
 from typing import Any
 
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import ProgressBar
+from pytorch_lightning.callbacks import ProgressBar, TQDMProgressBar
 
 log = logging.getLogger("avssl.progress")
+
+
+def epoch_label(trainer: pl.Trainer) -> str:
+    """The current epoch as users read it, counted from 1: ``epoch 3/20`` (``epoch 3`` without an epoch limit)."""
+    epochs = f"/{trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0 else ""
+    return f"epoch {trainer.current_epoch + 1}{epochs}"
+
+
+class EpochProgressBar(TQDMProgressBar):
+    """Lightning's TQDM bar, with the epoch counted from 1 as in the log lines (`epoch_label`).
+
+    One bar serves every epoch (Lightning's default ``leave=False``): it is reset at an epoch's
+    start, as Lightning's own does, but described before it is drawn again (Lightning's would
+    first draw ``Epoch 0``).
+    """
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        total = self.total_train_batches
+        self.train_progress_bar.set_description(epoch_label(trainer), refresh=False)
+        self.train_progress_bar.reset(total=None if total == math.inf else total)
+        self.train_progress_bar.initial = 0
 
 
 class LineProgress(ProgressBar):
@@ -65,13 +87,12 @@ class LineProgress(ProgressBar):
         now = time.monotonic()
         rate = (self._batches - self._since_batches) / max(now - self._since_time, 1e-9)
         self._since_batches, self._since_time = self._batches, now
-        epochs = f"/{trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0 else ""
         total = self.total_train_batches
         batches = f"/{total}" if total != math.inf else ""
         metrics = "  ".join(f"{name}={_format(value)}" for name, value in self.get_metrics(trainer, pl_module).items()
                             if name != "v_num")
-        log.info("epoch %d%s  batch %d%s  step %d  %s  %.2f batches/s", trainer.current_epoch + 1, epochs,
-                 self._batches, batches, trainer.global_step, metrics, rate)
+        log.info("%s  batch %d%s  step %d  %s  %.2f batches/s", epoch_label(trainer), self._batches, batches,
+                 trainer.global_step, metrics, rate)
 
 
 def _format(value: Any) -> str:
@@ -79,5 +100,7 @@ def _format(value: Any) -> str:
 
 
 def progress_callbacks(enabled: bool) -> list[pl.Callback]:
-    """`LineProgress` when progress is enabled and stdout is not a terminal; else none (Lightning's bar, or nothing)."""
-    return [LineProgress()] if enabled and not sys.stdout.isatty() else []
+    """When progress is enabled, `EpochProgressBar` if stdout is a terminal, else `LineProgress`; none when disabled."""
+    if not enabled:
+        return []
+    return [EpochProgressBar()] if sys.stdout.isatty() else [LineProgress()]

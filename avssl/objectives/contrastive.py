@@ -54,8 +54,15 @@ from torch import Tensor, nn
 
 from avssl.objectives.health import embedding_std, retrieval_top1
 from avssl.objectives.registry import Objective, ObjectiveOutput, register_objective
+from avssl.schema import in_range
 
 MIN_TEMPERATURE = 0.01  # CLIP clamps its learned logit scale at 100, i.e. a temperature of 0.01
+# the ranges of both InfoNCE objectives' numbers (projection_dim 0: no projection heads)
+_INFONCE_RANGES = {
+    "temperature": in_range(0.0, 100.0, include_low=False, hint="typical: 0.05-0.1"),
+    "projection_dim": in_range(0, 65_536),
+    "projection_hidden_dim": in_range(0, 65_536),
+}
 
 
 def _gathered(z: Tensor, gather_distributed: bool) -> Tensor:
@@ -93,6 +100,20 @@ def info_nce_direction(
         same_side = (queries @ queries_all.T / temperature).masked_fill(own.to(device), float("-inf"))  # (B, N)
         logits = torch.cat([logits, same_side], dim=1)  # (B, 2N)
     return F.cross_entropy(logits, targets)
+
+
+def temperature_to_try(temperature: float) -> float:
+    """The temperature to suggest when an InfoNCE stays at or above its chance value.
+
+    Up to 0.25, twice `temperature`: a softer softmax, whose loss cannot climb as far above chance
+    when the pairs start out mismatched (the old hints: 0.05 -> 0.1, 0.1 -> 0.2). Above that,
+    half: cosine similarities over a temperature that high span too little to leave chance.
+
+    Examples:
+        >>> temperature_to_try(0.1), temperature_to_try(0.5)
+        (0.2, 0.25)
+    """
+    return 2 * temperature if temperature <= 0.25 else temperature / 2
 
 
 class Temperature(nn.Module):
@@ -213,9 +234,12 @@ class AVInfoNCE(Objective):
     stuck_hint = (
         "the audio and video embeddings of a clip are no closer than those of other clips. Check "
         "health/av_infonce/audio_z_std and video_z_std (near 0: collapsed), keep the projection heads "
-        "(objectives.av_infonce.projection_dim > 0), try a temperature of 0.1 and a lower optim.lr, "
-        "and check in data_report.json that the clips have audio."
+        "(objectives.av_infonce.projection_dim > 0) and check in data_report.json that the clips have audio."
     )
+    parameter_ranges = _INFONCE_RANGES
+
+    def stuck_settings(self) -> dict[str, tuple[Any, Any]]:
+        return {"temperature": (self.temperature.value, temperature_to_try(self.temperature.value))}
 
     def __init__(
         self,
@@ -325,9 +349,12 @@ class IntraInfoNCE(Objective):
     stuck_hint = (
         "the two masked views of a clip are no closer than those of other clips. Check "
         "health/intra_infonce/<modality>_z_std (near 0: collapsed), keep the projection heads "
-        "(objectives.intra_infonce.projection_dim > 0), try a lower masking ratio in its passes, a "
-        "temperature of 0.2 and a lower optim.lr."
+        "(objectives.intra_infonce.projection_dim > 0) and try a lower masking ratio in its passes."
     )
+    parameter_ranges = _INFONCE_RANGES
+
+    def stuck_settings(self) -> dict[str, tuple[Any, Any]]:
+        return {"temperature": (self.temperature.value, temperature_to_try(self.temperature.value))}
 
     def __init__(
         self,

@@ -19,8 +19,10 @@ from torch import Tensor
 
 from avssl.backbones.decoder import MAEDecoder
 from avssl.backbones.protocol import AudioVisualBackbone
+from avssl.backbones.spec import MAX_DEPTH
 from avssl.backbones.tokenizers import spectrogram_patches, tubelet_patches
 from avssl.objectives.registry import Objective, ObjectiveOutput, register_objective
+from avssl.schema import in_range
 
 
 def masked_patch_mse(pred: Tensor, target: Tensor, idx_mask: Tensor, normalize_target: bool) -> Tensor:
@@ -106,8 +108,15 @@ class MaskedReconstruction(Objective):
     requires_masking = True
     stuck_hint = (
         "the decoder predicts no better than each patch's mean. Check that its pass masks both modalities "
-        "(passes.masked.audio.ratio and video.ratio > 0), then try a lower optim.lr or a longer optim.warmup_epochs."
+        "(passes.masked.audio.ratio and video.ratio > 0)."
     )
+    parameter_ranges = {
+        "decoder_dim": in_range(1, 16_384),
+        "decoder_depth": in_range(1, MAX_DEPTH),
+        "decoder_heads": in_range(1, 256),
+        "audio_weight": in_range(0.0, 1000.0),
+        "video_weight": in_range(0.0, 1000.0),
+    }
 
     def forward(self, passes: dict[str, dict[str, Tensor]], batch: dict[str, Any]) -> ObjectiveOutput:
         out = passes[self.pass_names[0]]

@@ -28,9 +28,11 @@ import pytorch_lightning as pl
 from torch import Tensor, nn
 
 from avssl.errors import ConfigError
+from avssl.schema import in_range
 from avssl.value_types import as_typed, type_problem
 
 DEFAULT_WEIGHT = 1.0
+WEIGHT_RANGE = in_range(0.0, 1000.0, hint="0 turns the objective off")
 
 
 @dataclass
@@ -70,18 +72,29 @@ class Objective(nn.Module, abc.ABC):
     other state (counters, a clustering round) goes through ``nn.Module.get_extra_state`` /
     ``set_extra_state`` as plain data (numbers, strings, lists, dicts, tensors), since checkpoints
     are read with ``weights_only=True``.
-        stuck_hint: what to try when a loss term stays at its chance value (quoted in the warning
-            of `avssl.callbacks.ChanceMonitor`).
+        stuck_hint: what to check when a loss term stays at its chance value (quoted in the warning
+            of `avssl.callbacks.ChanceMonitor`, followed by `stuck_settings` and the optimizer's
+            settings to try, with values).
+        parameter_ranges: the range of each numeric ``__init__`` parameter (`avssl.schema.in_range`),
+            checked at config time like the schema's fields; ``__init__`` still checks how
+            parameters relate (heads that divide a width).
     """
 
     requires: ClassVar[frozenset[str]] = frozenset()
     requires_masking: ClassVar[bool] = False
     pass_names: tuple[str, ...] = ()
-    stuck_hint: str = "check the data report and the health/ scalars, then try a lower optim.lr."
+    stuck_hint: str = "check the data report and the health/ scalars."
+    parameter_ranges: ClassVar[dict[str, dict[str, Any]]] = {}
 
     @abc.abstractmethod
     def forward(self, passes: dict[str, dict[str, Tensor]], batch: dict[str, Any]) -> ObjectiveOutput:
         """Named loss terms (and health scalars) from the outputs of the passes, by pass name, and the batch."""
+
+    def stuck_settings(self) -> dict[str, tuple[Any, Any]]:
+        """This objective's settings to change when a loss term stays at its chance value:
+        ``{key under objectives.<name>: (value in this run, value to try)}``, the two always
+        different (quoted in the warning of `avssl.callbacks.ChanceMonitor`). None by default."""
+        return {}
 
     def callbacks(self) -> list[pl.Callback]:
         """Lightning callbacks the objective needs in the training loop, e.g. an EMA teacher's update
@@ -129,17 +142,28 @@ def _check_types(name: str, params: Mapping[str, Any]) -> None:
                               f"it (objectives.{name}.{key}=...).")
 
 
+def _check_ranges(name: str, params: Mapping[str, Any]) -> None:
+    """Each given numeric argument lies in the range its objective declares (``parameter_ranges``)."""
+    for key, constraint in OBJECTIVES[name].parameter_ranges.items():
+        problem = constraint["check"](params[key]) if key in params else None
+        if problem:
+            raise ConfigError(f"objectives.{name}.{key}={as_typed(params[key])}: {problem}; set it in the recipe or override "
+                              f"it (objectives.{name}.{key}=...).")
+
+
 def objective_weight(name: str, params: Mapping[str, Any]) -> float:
     """The weight of the ``objectives.<name>`` entry `params` (1.0 when it sets none); 0 turns it off.
 
     Every reader of an objective's weight goes through here, so the default and the check live once.
 
     Raises:
-        ConfigError: the weight is not a number >= 0.
+        ConfigError: the weight is not a finite number in `WEIGHT_RANGE`.
     """
     weight = params.get("weight", DEFAULT_WEIGHT)
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
-        raise ConfigError(f"objectives.{name}.weight={weight}: must be a number >= 0 (0 turns the objective off).")
+    problem = WEIGHT_RANGE["check"](weight)
+    if problem:
+        raise ConfigError(f"objectives.{name}.weight={as_typed(weight)}: {problem}; set it in the recipe or override it "
+                          f"(objectives.{name}.weight=...).")
     return float(weight)
 
 
@@ -165,6 +189,7 @@ def check_objective_config(name: str, params: Any) -> None:
             hint = f" Did you mean '{match[0]}'?" if match else ""
             raise ConfigError(f"objectives.{name}.{key}: unknown parameter.{hint} Allowed: {', '.join(options)}.")
     _check_types(name, params)
+    _check_ranges(name, params)
 
 
 PASS_PARAMETERS = ("pass_name", "pass_names")  # how an objective's __init__ names the passes it reads
