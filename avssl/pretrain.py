@@ -159,8 +159,12 @@ def _trainer(config: PretrainConfig, run_dir: RunDirectory, callbacks: list[pl.C
             enable_model_summary=False,
         )
     except (MisconfigurationException, ValueError, RuntimeError) as err:  # e.g. an unknown trainer.strategy
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise ConfigError(f"trainer: Lightning refused these settings: {reason} Fix the trainer.* key it names.") from None
+        raise _refused_by_lightning(err) from None
+
+
+def _refused_by_lightning(err: Exception) -> ConfigError:
+    reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return ConfigError(f"trainer: Lightning refused these settings: {reason} Fix the trainer.* key it names.")
 
 
 def run(config: PretrainConfig) -> RunResult:
@@ -284,7 +288,10 @@ def _run(config: PretrainConfig, stop_signals: StopSignals, claim: ExitStack, st
         # The data position is resumed by the data module (its state_dict), not the loader.
         warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
         with _stops_reported(config, checkpoint, stop_signals):
-            trainer.fit(module, datamodule=datamodule, ckpt_path=config.run.resume)
+            try:
+                trainer.fit(module, datamodule=datamodule, ckpt_path=config.run.resume)
+            except MisconfigurationException as err:  # what only the data tells, e.g. a limit_train_batches fraction of no batch
+                raise _refused_by_lightning(err) from None
     with _stops_reported(config, checkpoint, stop_signals):
         if trainer.is_global_zero:
             bad = non_finite_parameter(module.backbone)  # checked at every save, but a smoke run saves none

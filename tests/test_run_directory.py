@@ -68,3 +68,13 @@ def test_a_run_that_fails_before_training_leaves_no_folder(common, tmp_path, mon
     assert pretrain_main([*common, "data.root=/nonexistent", "trainer.max_steps=1"]) == 2
     assert "data.root=/nonexistent: does not exist" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_batch_fraction_that_leaves_no_batch_of_this_data_is_one_line(common, tmp_path, capsys):
+    # 24 clips in batches of 8: 3 batches, of which 0.1 is none. Only the data tells, so it is refused
+    # when training starts, not when the config is loaded.
+    assert pretrain_main([*common, f"run.dir={tmp_path / 'run'}", "trainer.limit_train_batches=0.1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("avssl.pretrain: error: trainer: Lightning refused these settings:") and "limit_train_batches" in err
+    assert not (tmp_path / "run").exists()
