@@ -197,6 +197,42 @@ def test_a_stop_signal_saves_at_the_end_of_the_step_exits_128_plus_it_and_resume
         assert command[-1] == f"run.resume={checkpoint}"
 
 
+# SIGTERM delivered to the run by its own checkpoint writer, after the new checkpoint is on disk
+# as a partial file and before it replaces last.ckpt: the moment a kill must not damage.
+_SIGTERM_DURING_THE_SECOND_SAVE = """
+import os, signal, sys
+import torch
+from avssl.pretrain import main
+
+write = torch.save
+partial_writes = []
+
+def write_then_sigterm(obj, path, *args, **kwargs):
+    write(obj, path, *args, **kwargs)
+    if ".partial-" in str(path):
+        partial_writes.append(path)
+        if len(partial_writes) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+torch.save = write_then_sigterm
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_sigterm_during_a_checkpoint_write_finishes_the_write_then_stops_at_the_next_step(common, tmp_path):
+    run_dir = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-c", _SIGTERM_DURING_THE_SECOND_SAVE, *common, f"run.dir={run_dir}",
+                           "trainer.max_epochs=100", "run.checkpoint_every_n_steps=1"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 143, done.stderr[-3000:]
+    assert done.stderr.count("SIGTERM: saving the checkpoint after this step, then stopping") == 1, done.stderr
+    assert not _noise(done.stderr), done.stderr[-3000:]
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    assert sorted(p.name for p in checkpoint.parent.iterdir()) == ["last.ckpt"]  # no partial file left behind
+    assert _step(checkpoint) == 3  # saved at step 2 while the signal came, then at the end of step 3
+    assert f"{checkpoint} holds step 3. Resume with:" in done.stderr
+
+
 def test_sigterm_before_training_is_one_line_and_exit_143(common, demo, tmp_path):
     """During data setup or the random-init probe (``docker stop``: the main process only)."""
     run_dir = tmp_path / "run"
