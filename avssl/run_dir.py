@@ -19,6 +19,7 @@ ends, so a killed run never leaves a stale lock behind.
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 import shutil
@@ -195,6 +196,14 @@ def _lock(path: Path, key: str) -> int:
 
 
 def _worth_keeping(run: RunDirectory, err: BaseException) -> bool:
-    """A checkpoint or export to continue from, or the data report that the error message names."""
+    """A checkpoint or export to continue from, or a data report that the error message names or
+    that lists skipped files (which files, and why: what the user fixes next)."""
     return (run.last_checkpoint.is_file() or run.export.exists()
-            or (run.data_report.is_file() and str(run.data_report) in str(err)))
+            or (run.data_report.is_file() and (str(run.data_report) in str(err) or _lists_skipped_files(run.data_report))))
+
+
+def _lists_skipped_files(report: Path) -> bool:
+    try:
+        return bool(json.loads(report.read_text()).get("counts_by_reason"))
+    except (OSError, ValueError, AttributeError):
+        return False

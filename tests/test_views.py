@@ -192,7 +192,7 @@ def test_an_offset_range_the_file_cannot_honour_skips_it_with_the_key_to_change(
 @pytest.mark.parametrize("override, message", [
     ("data.av_offset_s=[1.0,-1.0]", "data.av_offset_s=[1.0, -1.0]: min 1.0 is above max -1.0"),
     ("data.av_offset_s=[0.5]", "data.av_offset_s=[0.5]: must be [min, max]"),
-    ("data.views_per_video=0", "data.views_per_video=0: must be > 0"),
+    ("data.views_per_video=0", "data.views_per_video=0: must be in [1, 64]"),
 ])
 def test_bad_view_settings_are_one_config_error_naming_the_key(override: str, message: str) -> None:
     with pytest.raises(ConfigError) as caught:
