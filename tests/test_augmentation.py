@@ -284,11 +284,16 @@ def test_a_resume_may_change_the_augmentation() -> None:
 # --- config ----------------------------------------------------------------------------------------
 
 
-def test_augmentation_is_off_by_default_and_in_every_shipped_recipe() -> None:
+def test_augmentation_is_off_unless_a_recipe_names_it() -> None:
     off = Augmentation()
     assert not off.video.enabled and not off.audio.masks and not off.audio.gain and not off.audio.speed_perturbation
+    default = load_config([]).data.augment
+    assert default.audio.speed_perturbation and default.audio.speed == [0.67, 1.0]
+    assert not default.video.enabled and not default.audio.masks and not default.audio.gain
     for recipe in available_recipes():
-        assert load_config([f"recipe={recipe}"]).data.augment == off, recipe
+        if recipe != "default":
+            assert load_config([f"recipe={recipe}"]).data.augment == off, recipe
+    assert load_config(["data.augment.audio.speed=[1,1]"]).data.augment == off
 
 
 def test_augmentation_overrides_reach_the_config() -> None:

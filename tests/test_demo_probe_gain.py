@@ -19,9 +19,10 @@ def test_pretrained_backbone_beats_random_init_on_the_demo(tmp_path, monkeypatch
     gains = {k: pretrained[k]["top1"] - random_init[k]["top1"] for k in ("audio", "video", "joint")}
     print("probe gains:", gains, "pretrained:", {k: pretrained[k]["top1"] for k in gains})
     assert pretrained["test_clips"] == 144
-    # Measured with seed 0 (docs/benchmarks.md): video +21.5, joint +16.7, audio -0.7 points (the
-    # random-init towers already separate the demo's timbres). CPU training is not bit-reproducible
-    # across machines, and a 144-clip test split moves in steps of 0.7%.
-    assert gains["video"] >= 0.10, gains
-    assert gains["joint"] >= 0.08, gains
-    assert gains["audio"] >= -0.05, gains
+    # Measured with seed 0 (docs/benchmarks.md): audio +18.7, video +36.8, joint +46.5 points (the
+    # previous default, average-pooled towers without the speed perturbation: -0.7 / +21.6 / +16.6).
+    # CPU training is not bit-reproducible across machines, and a 144-clip test split moves in
+    # steps of 0.7%.
+    assert gains["video"] >= 0.15, gains
+    assert gains["joint"] >= 0.20, gains
+    assert gains["audio"] >= 0.05, gains

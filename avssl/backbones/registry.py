@@ -14,7 +14,7 @@ published layout at one of the sizes of `BACKBONE_SIZES` (tiny, small, base, lar
 - CNN towers (kind ``cnn``, `avssl.backbones.cnn`), one size each: ``r2plus1d18_resnet18``
   (R(2+1)D-18 video + 1-channel ResNet-18 audio: XDC, CrissCross) and ``r2plus1d18_l3vgg`` (the
   L3/AVC VGG-style audio network); ``strided_conv``: avssl's small strided-conv pair that the
-  default recipe trains on 2 CPU cores.
+  default recipe trains on 2 CPU cores (its video tower global max pool, audio average).
 - ``xkd``: XKD's encoders (arXiv:2211.13929, `pritamqu/XKD@806c75d0` `codes/train/models/xkd.py`
   and its configs): separate audio and video ViTs (no shared layer), qkv without bias, 80 mels x
   448 frames in 4 x 16 patches (20 x 28 = 560 tokens), 32 frames of 112 px in 4 x 16 x 16
@@ -126,8 +126,10 @@ BACKBONE_FAMILIES: dict[str, Callable[[dict[str, int]], dict[str, Any]]] = {
 CNN_PRESETS: dict[str, dict[str, Any]] = {
     "r2plus1d18_resnet18": {"kind": "cnn", "embed_dim": 512, "video_tower": "r2plus1d_18", "audio_tower": "resnet18"},
     "r2plus1d18_l3vgg": {"kind": "cnn", "embed_dim": 512, "video_tower": "r2plus1d_18", "audio_tower": "l3_vgg"},
-    # avssl's CPU-sized pair (the default recipe): 32, 64, 128, 256 channels
-    "strided_conv": {"kind": "cnn", "embed_dim": 256, "video_tower": "strided_conv", "audio_tower": "strided_conv", "tower_width": 32},
+    # avssl's CPU-sized pair (the default recipe): 32, 64, 128, 256 channels; the video tower max-pools
+    # its last map, so a small object is not averaged into its background (docs/objectives.md)
+    "strided_conv": {"kind": "cnn", "embed_dim": 256, "video_tower": "strided_conv", "audio_tower": "strided_conv", "tower_width": 32,
+                     "video_pool": "max"},
 }
 
 BACKBONE_PRESETS: list[str] = [f"{family}_{size}" for family in BACKBONE_FAMILIES for size in BACKBONE_SIZES] + list(CNN_PRESETS)
