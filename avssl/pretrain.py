@@ -24,6 +24,7 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from avssl.atomic_files import remove_partial_files
@@ -380,7 +381,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"avssl.pretrain: error: {err}", file=sys.stderr)
         return EXIT_DIVERGED
     except RunInterrupted as stop:
-        print(stop_message(stop, args), file=sys.stderr)
+        if rank_zero_only.rank == 0:  # under DDP every rank stops; rank 0 says what is kept
+            print(stop_message(stop, args), file=sys.stderr)
         return 128 + stop.signum
     except KeyboardInterrupt:
         print("avssl.pretrain: interrupted before training started; nothing was saved.", file=sys.stderr)

@@ -328,3 +328,20 @@ def test_a_trainer_setting_lightning_refuses_is_one_line_and_leaves_no_run_direc
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "strategy" in err and "Traceback" not in err
     assert not (tmp_path / "run").exists()
+
+
+def test_sigterm_to_every_rank_of_a_ddp_run_saves_once_and_exits_143(common, tmp_path):
+    """As SLURM does at a time limit: SIGTERM to every process of the job, both ranks and their workers."""
+    run_dir = tmp_path / "run"
+    proc = _start([*common, f"run.dir={run_dir}", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp",
+                   "trainer.max_epochs=100", "run.checkpoint_every_n_steps=1"])
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    _wait_for(checkpoint.is_file, proc, timeout=300)
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=180)
+    assert proc.returncode == 143, err[-3000:]
+    assert not _noise(err), err[-3000:]
+    assert err.count("SIGTERM: saving the checkpoint after this step, then stopping") == 1, err[-3000:]
+    step = _step(checkpoint)
+    assert err.count(f"interrupted (SIGTERM); {checkpoint} holds step {step}. Resume with:") == 1, err[-3000:]
+    assert sorted(p.name for p in checkpoint.parent.iterdir()) == ["last.ckpt"]

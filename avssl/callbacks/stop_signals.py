@@ -53,6 +53,7 @@ class StopSignals(pl.Callback):
     def __init__(self) -> None:
         self.received: signal.Signals | None = None
         self._deferring = False
+        self._announces = True
         self._pid = os.getpid()
         self._previous: dict[int, Any] = {}
 
@@ -76,6 +77,7 @@ class StopSignals(pl.Callback):
             for signum in STOP_SIGNALS:
                 signal.signal(signum, self._handle)
         self._deferring = True
+        self._announces = trainer.is_global_zero  # under DDP every rank gets the signal; rank 0 says so
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._deferring = False
@@ -89,10 +91,11 @@ class StopSignals(pl.Callback):
         if first:
             self.received = signal.Signals(signum)
         if first and self._deferring:
-            name = signal_name(signum)
-            # os.write: a signal handler must not take the locks of logging or buffered streams
-            os.write(2, f"\n{name}: saving the checkpoint after this step, then stopping "
-                        f"({name} again: stop at once)\n".encode())
+            if self._announces:
+                name = signal_name(signum)
+                # os.write: a signal handler must not take the locks of logging or buffered streams
+                os.write(2, f"\n{name}: saving the checkpoint after this step, then stopping "
+                            f"({name} again: stop at once)\n".encode())
             return
         self._deferring = False
         raise KeyboardInterrupt
