@@ -10,7 +10,7 @@ import pytest
 from test_pretrain_e2e import TINY
 
 from avssl.pretrain import main as pretrain_main
-from avssl.run_dir import RunDirectory
+from avssl.run_dir import RunDirectory, claim_run_directory
 from datamodules.demo import render_demo_clips
 
 
@@ -38,15 +38,11 @@ def test_a_second_run_on_a_directory_in_use_is_refused(common, tmp_path, capsys)
     finally:
         first.kill()
         first.wait()
-    from avssl.run_dir import claim_run_directory
-
     with claim_run_directory(RunDirectory(run_dir)) as claimed:  # a killed run holds nothing
         assert claimed.path == run_dir
 
 
 def test_fresh_run_directories_of_the_same_second_are_two(tmp_path):
-    from avssl.run_dir import claim_run_directory
-
     fresh = RunDirectory(tmp_path / "runs" / "default-20250101-120000", fresh=True)
     with claim_run_directory(fresh) as first, claim_run_directory(fresh) as second:
         assert first.path == fresh.path and second.path == fresh.path.with_name(f"{fresh.path.name}-2")
