@@ -47,7 +47,23 @@ def test_output_shapes_and_finite(encoder):
         assert torch.isfinite(out[f"{name}_embedding"]).all()
     assert out["video_feature_map"].shape == VIDEO_MAPS[encoder.spec.video_tower, encoder.spec.tower_stem_stride]
     assert out["audio_feature_map"].shape[:2] == (2, encoder.audio_tower.out_dim)
-    assert torch.allclose(out["joint_embedding"], (out["audio_embedding"] + out["video_embedding"]) / 2)
+    unit = [out[f"{name}_embedding"] / out[f"{name}_embedding"].norm(dim=1, keepdim=True) for name in ("audio", "video")]
+    assert torch.allclose(out["joint_embedding"], (unit[0] + unit[1]) / 2, atol=1e-6)
+
+
+def test_joint_embedding_weighs_both_modalities_whatever_their_scale():
+    """A tower whose outputs are 100x the other's must not drown the other in the joint embedding."""
+    torch.manual_seed(0)
+    encoder = CNNAudioVisualEncoder(cnn_spec(video_tower="strided_conv", audio_tower="strided_conv", tower_width=8,
+                                             embed_dim=32)).eval()
+    audio, video = inputs()
+    out = encoder.forward_features(audio, video)
+    with torch.no_grad():
+        for p in encoder.video_proj.parameters():
+            p.mul_(100)
+    scaled = encoder.forward_features(audio, video)
+    torch.testing.assert_close(scaled["video_embedding"], 100 * out["video_embedding"])
+    torch.testing.assert_close(scaled["joint_embedding"], out["joint_embedding"])
 
 
 def test_every_parameter_gets_a_gradient(encoder):

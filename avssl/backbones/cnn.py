@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models import resnet18
 from torchvision.models.video import r2plus1d_18
@@ -246,8 +246,11 @@ class CNNAudioVisualEncoder(nn.Module):
     Outputs of `forward_features` (later stages may add keys, never rename them):
         ``audio_embedding``, ``video_embedding`` ``[B, D]``: pooled tower outputs, projected to
         ``embed_dim`` when the spec asks for it; ``joint_embedding [B, D]``: the **mean** of the
-        two (same width as the per-modality embeddings, as in `AudioVisualEncoder`; AVC's
-        correspondence head concatenates the two embeddings itself);
+        two after each is scaled to unit L2 norm (same width as the per-modality embeddings, as in
+        `AudioVisualEncoder`; AVC's correspondence head concatenates the two embeddings itself).
+        The towers' outputs differ in scale by their pooling (a max-pooled map gives values several
+        times an average-pooled one's), and a plain mean would be the larger one's with the other
+        added as noise: on looming the plain mean probed 7 points below this one (docs/backbones.md);
         ``audio_feature_map [B, C, f, m]``, ``video_feature_map [B, C, t, h, w]``: last
         feature maps before pooling and projection (C: the tower's width, 512 for the published ones).
 
@@ -256,6 +259,7 @@ class CNNAudioVisualEncoder(nn.Module):
             layout.
 
     Examples:
+        >>> import torch
         >>> enc = CNNAudioVisualEncoder(BackboneSpec(kind="cnn", audio_tower="l3_vgg", embed_dim=128))
         >>> out = enc.forward_features(torch.randn(2, 1, 64, 32), torch.randn(2, 3, 4, 32, 32))
         >>> out["joint_embedding"].shape
@@ -291,7 +295,7 @@ class CNNAudioVisualEncoder(nn.Module):
         return self.video_proj(self.video_tower(video))
 
     def encode_joint(self, audio: Tensor, video: Tensor) -> Tensor:
-        """Mean of the audio and video embeddings: ``-> [B, D]``."""
+        """Mean of the unit-norm audio and video embeddings: ``-> [B, D]``."""
         return self.forward_features(audio, video)["joint_embedding"]
 
     def forward_features(
@@ -319,7 +323,7 @@ class CNNAudioVisualEncoder(nn.Module):
         return {
             "audio_embedding": a,
             "video_embedding": v,
-            "joint_embedding": torch.stack([a, v]).mean(dim=0),
+            "joint_embedding": (F.normalize(a, dim=1) + F.normalize(v, dim=1)) / 2,
             "audio_feature_map": a_map,
             "video_feature_map": v_map,
         }
