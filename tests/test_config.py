@@ -342,10 +342,10 @@ def test_a_checkpoint_config_with_the_backbone_keys_of_before_presets_still_load
               "kind": "cav_mae", "drop_path": 0.0, "layer_scale_init": None, "attention": "sdpa", "audio_patch_stride": None,
               "cls_token": False, "pos_embed": "sincos", "num_bottlenecks": 4, "init_from": None,
               "video_tower": "r2plus1d_18", "audio_tower": "resnet18", "tower_width": 32}
-    config = from_dict({"backbone": stored, "data": {"preprocessing": {"num_frames": 4, "frame_size": 64, "num_mel_bins": 64,
+    config = from_dict({"backbone": stored, "data": {"preprocessing": {"num_frames": 8, "frame_size": 64, "num_mel_bins": 64,
                                                                         "audio_frames": 192, "clip_seconds": 2.0}}})
     assert config.backbone.resolve(config.data.preprocessing) == preset_spec(
-        "cav_mae_tiny", video_patch=[2, 16, 16], num_frames=4, frame_size=64, num_mel_bins=64, audio_frames=192)
+        "cav_mae_tiny", video_patch=[2, 16, 16], num_frames=8, frame_size=64, num_mel_bins=64, audio_frames=192)
     assert _spec(["recipe=cav_mae_demo"]) == config.backbone.resolve(config.data.preprocessing)
 
 
