@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from avssl.backbone_config import BackboneConfig
-from avssl.backbones.masking import MaskSpec
+from avssl.backbones.masking import AudioMaskSpec, VideoMaskSpec
 from avssl.backbones.registry import build_encoder
 from avssl.backbones.spec import BackboneSpec
 from avssl.errors import ConfigError  # also importable from here, as before
@@ -118,13 +118,13 @@ class PassConfig:
     once per step, every other one not at all.
     """
 
-    audio: MaskSpec = field(default_factory=MaskSpec)
-    video: MaskSpec = field(default_factory=MaskSpec)
+    audio: AudioMaskSpec = field(default_factory=AudioMaskSpec)
+    video: VideoMaskSpec = field(default_factory=VideoMaskSpec)
 
 
 def _default_passes() -> dict[str, PassConfig]:
     # "masked" is CAV-MAE's (75% random masking of each modality; masked_reconstruction reads it)
-    return {"unmasked": PassConfig(), "masked": PassConfig(MaskSpec("random", 0.75), MaskSpec("random", 0.75))}
+    return {"unmasked": PassConfig(), "masked": PassConfig(AudioMaskSpec("random", 0.75), VideoMaskSpec("random", 0.75))}
 
 
 @dataclass

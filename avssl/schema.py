@@ -76,10 +76,11 @@ def in_range(low: float, high: float, *, include_low: bool = True, include_high:
     return _constraint(check, (low, high))
 
 
-def one_of(choices: Iterable[Any]) -> dict[str, Any]:
-    """The value must be one of `choices`."""
+def one_of(choices: Iterable[Any], *, hint: str = "") -> dict[str, Any]:
+    """The value must be one of `choices`; `hint` is quoted after them (e.g. what the others are for)."""
     allowed = list(choices)
-    return _constraint(lambda v: None if v in allowed else f"must be one of {allowed}")
+    why = f" ({hint})" if hint else ""
+    return _constraint(lambda v: None if v in allowed else f"must be one of {allowed}{why}")
 
 
 def each(element: dict[str, Any], *, length: Optional[int] = None) -> dict[str, Any]:

@@ -4,7 +4,9 @@ import pytest
 import torch
 
 from avssl.backbones.masking import (
+    AUDIO_STRATEGIES,
     MASKING_STRATEGIES,
+    VIDEO_STRATEGIES,
     drop_frequency,
     drop_time,
     drop_time_frequency,
@@ -130,10 +132,14 @@ def test_structured_masks_are_reproducible_with_a_generator(strategy, grid):
     assert len({frozenset(s) for s in samples}) > 1  # the mask does depend on the draw
 
 
-@pytest.mark.parametrize("strategy", MASKING_STRATEGIES)
-def test_all_strategies_are_reproducible_with_manual_seed(strategy):
+def test_every_strategy_is_for_audio_or_video():
+    assert set(AUDIO_STRATEGIES) | set(VIDEO_STRATEGIES) == set(MASKING_STRATEGIES)
+
+
+@pytest.mark.parametrize("strategy, grid", [(s, AUDIO_GRID) for s in AUDIO_STRATEGIES] +
+                                           [(s, VIDEO_GRID) for s in VIDEO_STRATEGIES])
+def test_all_strategies_are_reproducible_with_manual_seed(strategy, grid):
     tokens = numbered(2, 24)
-    grid = VIDEO_GRID if strategy == "tube" else AUDIO_GRID
     torch.manual_seed(0)
     first = mask_tokens(strategy, tokens, 0.5, grid)
     torch.manual_seed(0)
@@ -173,3 +179,12 @@ def test_errors_name_the_problem():
         drop_tubes(tokens, VIDEO_GRID, 1.0)
     with pytest.raises(ValueError, match="keeps none of the 6 time columns"):
         drop_time(tokens, AUDIO_GRID, 0.9)
+
+
+@pytest.mark.parametrize("strategy, grid, message", [
+    ("tube", AUDIO_GRID, r"'tube' is for video tubelets, grid \(t, h, w\), got the grid \(4, 6\)"),
+    ("time", VIDEO_GRID, r"'time' is for audio spectrogram patches, grid \(grid_f, grid_t\), got the grid \(3, 2, 4\)"),
+])
+def test_a_strategy_on_the_other_modalitys_grid_says_so(strategy, grid, message):
+    with pytest.raises(ValueError, match=message):  # both grids hold 24 tokens: only the axes differ
+        mask_tokens(strategy, numbered(1, 24), 0.5, grid)

@@ -169,6 +169,9 @@ def drop_tubes(
     return _split(tokens, keep)
 
 
+# Which strategies fit which token grid: spectrogram patches (grid_f, grid_t) or tubelets (t, h, w).
+AUDIO_STRATEGIES = ("random", "time", "frequency", "time_frequency")
+VIDEO_STRATEGIES = ("random", "tube")
 MASKING_STRATEGIES = ("random", "time", "frequency", "time_frequency", "tube")
 
 
@@ -196,7 +199,8 @@ def mask_tokens(
         ``(visible [B, K, D], idx_keep [B, K], idx_mask [B, N - K])``.
 
     Raises:
-        ValueError: an unknown strategy, a missing grid, or a generator passed to ``random``.
+        ValueError: an unknown strategy, a missing grid or one of the other modality (``tube`` on a
+            spectrogram grid), or a generator passed to ``random``.
     """
     if strategy not in MASKING_STRATEGIES:
         raise ValueError(f"masking strategy {strategy!r} is unknown; choose one of {list(MASKING_STRATEGIES)}")
@@ -209,6 +213,11 @@ def mask_tokens(
         return drop_tokens(tokens, mask_ratio)
     if grid is None:
         raise ValueError(f"masking strategy {strategy!r} needs the token grid; pass grid=tokenizer.grid")
+    axes = 3 if strategy == "tube" else 2
+    if len(grid) != axes:
+        tokens_of = "video tubelets, grid (t, h, w)" if axes == 3 else "audio spectrogram patches, grid (grid_f, grid_t)"
+        raise ValueError(f"masking strategy {strategy!r} is for {tokens_of}, got the grid {tuple(grid)}; "
+                         f"audio strategies: {list(AUDIO_STRATEGIES)}, video strategies: {list(VIDEO_STRATEGIES)}")
     if strategy == "tube":
         return drop_tubes(tokens, grid, mask_ratio, generator)
     if strategy == "time":
@@ -223,11 +232,13 @@ def mask_tokens(
 
 @dataclass
 class MaskSpec:
-    """How one modality's tokens are masked in an encoder pass (a recipe's ``passes.<name>.audio``).
+    """How one modality's tokens are masked in an encoder pass.
+
+    A recipe's ``passes.<name>.audio`` and ``.video`` are the narrower `AudioMaskSpec` and
+    `VideoMaskSpec`, so a strategy of the other modality is refused when the config is loaded.
 
     Attributes:
-        strategy: one of `MASKING_STRATEGIES` (``time``, ``frequency`` and ``time_frequency`` are
-            for audio, ``tube`` for video).
+        strategy: one of `MASKING_STRATEGIES` (`AUDIO_STRATEGIES` for audio, `VIDEO_STRATEGIES` for video).
         ratio: fraction of tokens dropped before the encoder, in [0, 1); 0 keeps every token.
     """
 
@@ -244,6 +255,21 @@ class MaskSpec:
             keep = torch.arange(n, device=tokens.device).expand(b, n)
             return tokens, keep, keep[:, :0]
         return mask_tokens(self.strategy, tokens, self.ratio, grid)
+
+
+@dataclass
+class AudioMaskSpec(MaskSpec):
+    """`MaskSpec` of a pass's audio tokens (spectrogram patches): one of `AUDIO_STRATEGIES`."""
+
+    strategy: str = field(default="random", metadata=one_of(AUDIO_STRATEGIES, hint="tube is for video"))
+
+
+@dataclass
+class VideoMaskSpec(MaskSpec):
+    """`MaskSpec` of a pass's video tokens (tubelets): one of `VIDEO_STRATEGIES`."""
+
+    strategy: str = field(default="random", metadata=one_of(
+        VIDEO_STRATEGIES, hint="time, frequency and time_frequency are for audio"))
 
 
 NO_MASK = MaskSpec()
