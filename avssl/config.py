@@ -28,8 +28,8 @@ from avssl.backbones.spec import BackboneSpec
 from avssl.errors import ConfigError  # also importable from here, as before
 from avssl.lightning_options import accelerator_problem, precision_problem
 from avssl.limits import clip_size_problem
-from avssl.objectives import build_objective, check_objective_config, objective_weight
-from avssl.objectives.contract import check_objectives_fit
+from avssl.objectives import check_objective_config
+from avssl.objectives.contract import build_objectives
 from avssl.schema import count_or_fraction, each, first_violation, flag_or_count, in_range, one_of, satisfies
 from avssl.value_types import as_typed
 from datamodules.augmentation import Augmentation
@@ -303,23 +303,21 @@ def _check_data(data: DataConfig) -> None:
 
 
 def _check_objectives(config: PretrainConfig, spec: BackboneSpec) -> None:
-    """Each entry's name, keys and value types; whether it fits the backbone kind and the passes
-    (`avssl.objectives.contract`); then the checks of its ``__init__`` (the module's build).
+    """Each entry's name, keys and value types (also of those turned off); then the module's build
+    of the objectives (`avssl.objectives.contract.build_objectives`): the checks of each
+    ``__init__``, and whether each built objective fits the backbone kind and the passes it reads.
 
     The objectives are built on torch's meta device: parameters without storage, so a value the
-    objective rejects (``temperature=-1``, a decoder width its heads do not divide) stops the run
-    here, before any work, at the cost of constructing the modules but not of allocating them.
+    objective rejects (``temperature=-1``, a decoder width its heads do not divide) or a pass it
+    reads that the recipe lacks stops the run here, before any work, at the cost of constructing
+    the modules but not of allocating them.
     """
     if not config.objectives:
         raise ConfigError("objectives: the recipe lists no objective; add at least one (e.g. objectives.av_infonce.weight=1.0).")
     for name, params in config.objectives.items():
         check_objective_config(name, params)
-    check_objectives_fit(config, spec)
     with torch.device("meta"):
-        backbone = build_encoder(spec)
-        for name, params in config.objectives.items():
-            if objective_weight(name, params):  # as in the module: an objective turned off is not built
-                build_objective(name, params, backbone)
+        build_objectives(config, build_encoder(spec))
 
 
 def _yaml_problem(err: yaml.YAMLError) -> str:

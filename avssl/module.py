@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from avssl.backbones.registry import build_encoder
 from avssl.config import PretrainConfig, from_dict
 from avssl.divergence import TrainingDiverged, non_finite_terms
-from avssl.objectives import build_objective, objective_weight
+from avssl.objectives.contract import build_objectives
 from avssl.optim import build_optimizer, build_scheduler
 
 
@@ -40,12 +40,8 @@ class AVPretrainModule(pl.LightningModule):
         # Stored as plain data so checkpoints load with torch.load(weights_only=True).
         self.save_hyperparameters({"config": asdict(config)})
         self.backbone = build_encoder(config.backbone.resolve(config.data.preprocessing))
-        self.objectives = nn.ModuleDict()
-        self.weights: dict[str, float] = {}
-        for name, params in config.objectives.items():
-            if not objective_weight(name, params):
-                continue  # turned off: not built at all (it may need parts this backbone lacks)
-            self.objectives[name], self.weights[name] = build_objective(name, dict(params), self.backbone)
+        objectives, self.weights = build_objectives(config, self.backbone)
+        self.objectives = nn.ModuleDict(objectives)
         # each pass some objective reads runs once per step (avssl.objectives.Objective)
         self.passes_read = {p for objective in self.objectives.values() for p in objective.pass_names}
         for part in self._frozen():

@@ -12,8 +12,8 @@ import torch
 from avssl.backbones.registry import ENCODER_KINDS, build_encoder
 from avssl.backbones.spec import BackboneSpec
 from avssl.config import ConfigError, PretrainConfig, load_config
-from avssl.objectives import OBJECTIVES, build_objective
-from avssl.objectives.registry import passes_read
+from avssl.module import AVPretrainModule
+from avssl.objectives import OBJECTIVES, Objective, ObjectiveOutput, build_objective, register_objective
 
 TINY_KWARGS = {
     "masked_reconstruction": {"decoder_dim": 16, "decoder_depth": 1, "decoder_heads": 2},
@@ -38,10 +38,15 @@ def _spec(kind: str) -> BackboneSpec:
 
 
 def _fits(objective: str, kind: str) -> bool:
-    """The kind gives every key the objective reads, and can mask as the passes it reads here ask."""
+    """The kind gives every key the objective reads, and can mask as the passes it reads here ask
+    (those of the objective built on torch's meta device, as the config check builds it)."""
     encoder = ENCODER_KINDS[kind]
-    masks = any(PASSES[p].audio.ratio or PASSES[p].video.ratio for p in passes_read(objective, TINY_KWARGS[objective]))
-    return OBJECTIVES[objective].requires <= encoder.OUTPUT_KEYS and (encoder.MASKABLE or not masks)
+    if not OBJECTIVES[objective].requires <= encoder.OUTPUT_KEYS:
+        return False
+    with torch.device("meta"):
+        built, _ = build_objective(objective, TINY_KWARGS[objective], build_encoder(_spec(kind)))
+    masks = any(PASSES[p].audio.ratio or PASSES[p].video.ratio for p in built.pass_names)
+    return encoder.MASKABLE or not masks
 
 
 def test_every_registered_objective_and_kind_is_covered():
@@ -98,7 +103,8 @@ def test_a_pass_that_masks_on_a_cnn_backbone_is_refused():
 
 
 def test_an_objective_reading_an_undefined_pass_is_refused():
-    with pytest.raises(ConfigError, match=r"reads the pass 'clean', which the recipe does not define"):
+    with pytest.raises(ConfigError, match=r"^objectives.av_infonce reads the pass 'clean', which the recipe does not "
+                                          r"define \(passes: unmasked, masked\)"):
         load_config(["recipe=default", "objectives.av_infonce.pass_name=clean"])
 
 
@@ -112,3 +118,50 @@ def test_a_recipe_can_define_its_own_passes_with_structured_masks():
                           "passes.tube.audio.strategy=time", "passes.tube.audio.ratio=0.5",
                           "objectives.masked_reconstruction.pass_name=tube"])
     assert config.passes["tube"].video.strategy == "tube" and config.passes["masked"].audio.ratio == 0.75
+
+
+class ReadsViews(Objective):
+    """Pulls each clip's audio and video embeddings together in every pass it reads, which an
+    argument named neither ``pass_name`` nor ``pass_names`` chooses."""
+
+    requires = frozenset({"audio_embedding", "video_embedding"})
+
+    def __init__(self, views: list[str] = ["unmasked"]):  # noqa: B006 (read, never mutated)
+        super().__init__()
+        self.pass_names = tuple(views)
+
+    def forward(self, passes: dict, batch: dict) -> ObjectiveOutput:
+        gaps = [(passes[v]["audio_embedding"] - passes[v]["video_embedding"]).pow(2).mean() for v in self.pass_names]
+        return ObjectiveOutput({"gap": torch.stack(gaps).mean()})
+
+
+class ReconstructsViews(ReadsViews):
+    """`ReadsViews`, declaring that its passes must mask both modalities."""
+
+    requires_masking = True
+
+
+@pytest.fixture()
+def registry():
+    """`register_objective` for test-only objectives; the registry is as before once the test ends."""
+    before = dict(OBJECTIVES)
+    yield register_objective
+    OBJECTIVES.clear()
+    OBJECTIVES.update(before)
+
+
+def test_the_passes_checked_are_those_the_built_objective_reads_whatever_its_argument_is_called(registry):
+    registry("reads_views")(ReadsViews)
+    with pytest.raises(ConfigError, match=r"^objectives.reads_views reads the pass 'elsewhere', which the recipe does "
+                                          r"not define \(passes: unmasked, masked\)"):
+        load_config(["recipe=default", "objectives.reads_views.weight=1", "objectives.reads_views.views=[unmasked,elsewhere]"])
+    config = load_config(["recipe=default", "objectives.reads_views.weight=1", "passes.elsewhere.audio.ratio=0",
+                          "objectives.reads_views.views=[unmasked,elsewhere]"])
+    assert AVPretrainModule(config).passes_read == {"unmasked", "elsewhere"}
+
+
+def test_a_masked_objective_is_refused_a_pass_without_masking_whatever_its_argument_is_called(registry):
+    registry("reconstructs_views")(ReconstructsViews)
+    with pytest.raises(ConfigError, match=r"^objectives.reconstructs_views reconstructs masked tokens, but its pass "
+                                          r"'unmasked' masks audio.ratio=0.0, video.ratio=0.0"):
+        load_config(["recipe=cav_mae_demo", "objectives.reconstructs_views.weight=1"])

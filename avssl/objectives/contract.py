@@ -1,59 +1,80 @@
-"""Does each objective of a recipe fit its backbone and passes? Checked when the config is loaded.
+"""Build a recipe's objectives and check that each fits its backbone and the recipe's passes.
 
-An objective states the `forward_features` keys it reads (`Objective.requires`) and reads named
-passes (its ``pass_name`` / ``pass_names``); a backbone kind states the keys it gives
-(`AudioVisualBackbone.OUTPUT_KEYS`) and whether it can drop tokens (``MASKABLE``). A recipe that
-pairs them wrongly stops before any work, with the objective, the key or pass, and what would fit.
+An objective states the `forward_features` keys it reads (`Objective.requires`) and, once built,
+the passes it reads (`Objective.pass_names`); a backbone kind states the keys it gives
+(`AudioVisualBackbone.OUTPUT_KEYS`) and whether it can drop tokens (``MASKABLE``).
+`build_objectives` is the one place that pairs them: `avssl.config.load_config` runs it on torch's
+meta device, before any work, and `avssl.module.AVPretrainModule` runs it on the real backbone. A
+recipe that pairs them wrongly stops with the objective, the key or pass, and what would fit.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
+
+from torch import nn
 
 from avssl.backbones.registry import ENCODER_KINDS
 from avssl.errors import ConfigError
-from avssl.objectives.registry import OBJECTIVES, objective_weight, passes_read
+from avssl.objectives.registry import OBJECTIVES, Objective, build_objective, check_objective_config, objective_weight
 
 if TYPE_CHECKING:
-    from avssl.backbones.spec import BackboneSpec
     from avssl.config import PassConfig, PretrainConfig
+
+
+def build_objectives(config: PretrainConfig, backbone: nn.Module) -> tuple[dict[str, Objective], dict[str, float]]:
+    """The recipe's objectives with a weight > 0, built on `backbone`, and their weights.
+
+    An objective turned off (weight 0) is not built at all: it may need parts this backbone lacks.
+
+    Raises:
+        ConfigError: as `build_objective`; or the backbone kind lacks a key an objective reads; an
+            objective reads a pass the recipe does not define; a pass drops tokens on a kind that
+            cannot; a masked objective reads a pass that does not mask both modalities.
+    """
+    objectives: dict[str, Objective] = {}
+    weights: dict[str, float] = {}
+    for name, params in config.objectives.items():
+        if not objective_weight(name, params):
+            continue
+        check_objective_config(name, params)
+        _check_keys(name, backbone)  # before building: its __init__ may use parts the kind lacks
+        objective, weights[name] = build_objective(name, dict(params), backbone)
+        _check_passes(name, objective, config.passes, backbone)
+        objectives[name] = objective
+    return objectives, weights
+
+
+def _check_keys(name: str, backbone: nn.Module) -> None:
+    """The backbone's kind gives every `forward_features` key the objective ``name`` reads."""
+    reads, kind = OBJECTIVES[name].requires, backbone.spec.kind
+    missing = sorted(reads - type(backbone).OUTPUT_KEYS)
+    if missing:
+        fitting = sorted(k for k, c in ENCODER_KINDS.items() if reads <= c.OUTPUT_KEYS)
+        raise ConfigError(f"objectives.{name} reads '{missing[0]}' from the backbone, which backbone.kind={kind} "
+                          f"does not give; kinds that give it: {', '.join(fitting)}. Choose one of them, or remove "
+                          f"objectives.{name} (or set its weight to 0).")
 
 
 def _masks(spec: PassConfig) -> str:
     return f"audio.ratio={spec.audio.ratio}, video.ratio={spec.video.ratio}"
 
 
-def check_objectives_fit(config: PretrainConfig, spec: BackboneSpec) -> None:
-    """Raises `ConfigError` for the first objective (with weight > 0) that does not fit `spec`
-    (the resolved backbone) and the recipe's passes.
-
-    Raises:
-        ConfigError: the backbone kind lacks a key the objective reads; the objective reads a pass
-            the recipe does not define; a pass drops tokens on a kind that cannot; a masked
-            objective reads a pass that masks nothing.
-    """
-    kind_name = spec.kind
-    kind = ENCODER_KINDS[kind_name]
-    for name, params in config.objectives.items():
-        if not objective_weight(name, params):
-            continue  # turned off: not built
-        cls = OBJECTIVES[name]
-        missing = sorted(cls.requires - kind.OUTPUT_KEYS)
-        if missing:
-            fitting = sorted(k for k, c in ENCODER_KINDS.items() if cls.requires <= c.OUTPUT_KEYS)
-            raise ConfigError(f"objectives.{name} reads '{missing[0]}' from the backbone, which backbone.kind={kind_name} "
-                              f"does not give; kinds that give it: {', '.join(fitting)}. Choose one of them, or remove "
-                              f"objectives.{name} (or set its weight to 0).")
-        for pass_name in passes_read(name, params):
-            if pass_name not in config.passes:
-                raise ConfigError(f"objectives.{name} reads the pass '{pass_name}', which the recipe does not define "
-                                  f"(passes: {', '.join(config.passes)}); set objectives.{name}.pass_name to one of them "
-                                  f"or define passes.{pass_name}.audio / .video.")
-            spec = config.passes[pass_name]
-            if (spec.audio.ratio or spec.video.ratio) and not kind.MASKABLE:
-                raise ConfigError(f"objectives.{name} reads the pass '{pass_name}', which drops tokens ({_masks(spec)}), "
-                                  f"but backbone.kind={kind_name} sees whole inputs; read an unmasked pass "
-                                  f"(objectives.{name}.pass_name=unmasked) or use a transformer backbone.")
-            if cls.requires_masking and not (spec.audio.ratio and spec.video.ratio):
-                raise ConfigError(f"objectives.{name} reconstructs masked tokens, but its pass '{pass_name}' masks "
-                                  f"{_masks(spec)}; set both ratios of passes.{pass_name} > 0 (CAV-MAE: 0.75).")
+def _check_passes(name: str, objective: Objective, passes: Mapping[str, PassConfig], backbone: nn.Module) -> None:
+    """Each pass the built `objective` reads (its `pass_names`) is defined, and masks as it and the kind need."""
+    kind = backbone.spec.kind
+    for pass_name in objective.pass_names:
+        if pass_name not in passes:
+            raise ConfigError(f"objectives.{name} reads the pass '{pass_name}', which the recipe does not define "
+                              f"(passes: {', '.join(passes)}); point objectives.{name}'s pass argument (pass_name or "
+                              f"pass_names, docs/objectives.md) at defined passes, or define passes.{pass_name}.audio "
+                              "/ .video.")
+        spec = passes[pass_name]
+        if (spec.audio.ratio or spec.video.ratio) and not type(backbone).MASKABLE:
+            raise ConfigError(f"objectives.{name} reads the pass '{pass_name}', which drops tokens ({_masks(spec)}), "
+                              f"but backbone.kind={kind} sees whole inputs; make objectives.{name} read passes that "
+                              "drop nothing (such as unmasked), or use a transformer backbone.")
+        if objective.requires_masking and not (spec.audio.ratio and spec.video.ratio):
+            raise ConfigError(f"objectives.{name} reconstructs masked tokens, but its pass '{pass_name}' masks "
+                              f"{_masks(spec)}; set both ratios of passes.{pass_name} > 0 (CAV-MAE: 0.75).")

@@ -4,14 +4,17 @@ An objective is an `nn.Module` that reads the model-output dict (see
 `avssl.backbones.protocol`) of named encoder passes and the batch, and returns an `ObjectiveOutput`:
 named loss terms, training-health scalars and the chance value of each term. It may
 own state (a decoder, a memory bank, an EMA teacher) that is trained and checkpointed with the
-module. Adding one is one new file with ``@register_objective("name")``; recipes list objectives by
-that name with a weight and keyword arguments::
+module. Adding one is one new file with ``@register_objective("name")``, imported by
+``avssl/objectives/__init__.py`` (docs/objectives.md, "Adding an objective"); recipes list
+objectives by that name with a weight and keyword arguments::
 
     objectives:
       av_infonce: {weight: 0.01, temperature: 0.05}
 
-An objective whose ``__init__`` takes a ``backbone`` argument receives the encoder it trains; one
-that takes ``pass_name`` or ``pass_names`` reads those encoder passes (the recipe's ``passes``).
+An objective whose ``__init__`` takes a ``backbone`` argument receives the encoder it trains. The
+encoder passes it reads (the recipe's ``passes``) are the `Objective.pass_names` it sets in
+``__init__``: those of the built objective are checked against the recipe, in one place
+(`avssl.objectives.contract.build_objectives`), whatever its arguments are called.
 """
 
 from __future__ import annotations
@@ -58,26 +61,28 @@ class Objective(nn.Module, abc.ABC):
     """Base class: ``forward(passes, batch) -> ObjectiveOutput``; the loss terms are summed.
 
     An objective reads the outputs of one or more named encoder passes (the recipe's ``passes``
-    section): its ``__init__`` takes ``pass_name`` (one pass) or ``pass_names`` (several), and it
-    stores them in `pass_names`. The module runs every pass some objective reads once per step
-    and hands all of them over by name; an objective never runs the backbone itself.
+    section): its ``__init__`` sets `pass_names`, usually from an argument the recipe can set
+    (``pass_name`` for one pass, ``pass_names`` for several, by convention). The built objective's
+    `pass_names` are what the config check (`avssl.objectives.contract`) and the module read: the
+    module runs every pass some objective reads once per step and hands all of them over by name;
+    an objective never runs the backbone itself.
 
     Attributes:
         requires: the `forward_features` keys it reads from each of its passes
             (`avssl.backbones.protocol`); a backbone kind without one of them is refused at config time.
         requires_masking: its passes must drop tokens of both modalities (masked reconstruction).
-        pass_names: the passes it reads, in its own order.
-
-    State: parameters and buffers are checkpointed with the module (and left out of exports);
-    other state (counters, a clustering round) goes through ``nn.Module.get_extra_state`` /
-    ``set_extra_state`` as plain data (numbers, strings, lists, dicts, tensors), since checkpoints
-    are read with ``weights_only=True``.
+        pass_names: the passes it reads, in its own order; each must be defined in the recipe's ``passes``.
         stuck_hint: what to check when a loss term stays at its chance value (quoted in the warning
             of `avssl.callbacks.ChanceMonitor`, followed by `stuck_settings` and the optimizer's
             settings to try, with values).
         parameter_ranges: the range of each numeric ``__init__`` parameter (`avssl.schema.in_range`),
             checked at config time like the schema's fields; ``__init__`` still checks how
             parameters relate (heads that divide a width).
+
+    State: parameters and buffers are checkpointed with the module (and left out of exports);
+    other state (counters, a clustering round) goes through ``nn.Module.get_extra_state`` /
+    ``set_extra_state`` as plain data (numbers, strings, lists, dicts, tensors), since checkpoints
+    are read with ``weights_only=True``.
     """
 
     requires: ClassVar[frozenset[str]] = frozenset()
@@ -190,19 +195,6 @@ def check_objective_config(name: str, params: Any) -> None:
             raise ConfigError(f"objectives.{name}.{key}: unknown parameter.{hint} Allowed: {', '.join(options)}.")
     _check_types(name, params)
     _check_ranges(name, params)
-
-
-PASS_PARAMETERS = ("pass_name", "pass_names")  # how an objective's __init__ names the passes it reads
-
-
-def passes_read(name: str, params: dict[str, Any]) -> list[str]:
-    """The passes the objective ``name`` reads with ``params`` (its pass parameter or its default)."""
-    signature = inspect.signature(OBJECTIVES[name].__init__).parameters
-    for parameter in PASS_PARAMETERS:
-        if parameter in signature:
-            value = params.get(parameter, signature[parameter].default)
-            return [value] if isinstance(value, str) else list(value)
-    return []
 
 
 def build_objective(name: str, params: dict[str, Any], backbone: nn.Module) -> tuple[Objective, float]:
