@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from avssl.backbones.registry import build_encoder
 from avssl.config import PretrainConfig, from_dict
 from avssl.divergence import TrainingDiverged, non_finite_terms
+from avssl.init_from import load_init_from
 from avssl.objectives.contract import build_objectives
 from avssl.optim import build_optimizer, build_scheduler
 
@@ -28,8 +29,15 @@ from avssl.optim import build_optimizer, build_scheduler
 class AVPretrainModule(pl.LightningModule):
     """Self-supervised audio-visual pretraining of an encoder from `build_encoder` (`backbone.kind`).
 
+    The backbone is final before any objective is built: it is built, then loaded from
+    ``backbone.init_from`` when set (`avssl.init_from`), then handed to the objectives.
+
     Args:
         config: the run's configuration, or its plain-dict form (as stored in checkpoints).
+
+    Raises:
+        ConfigError: ``backbone.init_from`` cannot be loaded or does not fit the recipe's architecture;
+            or an objective cannot be built or does not fit (`avssl.objectives.contract.build_objectives`).
     """
 
     def __init__(self, config: PretrainConfig | dict[str, Any]):
@@ -40,6 +48,8 @@ class AVPretrainModule(pl.LightningModule):
         # Stored as plain data so checkpoints load with torch.load(weights_only=True).
         self.save_hyperparameters({"config": asdict(config)})
         self.backbone = build_encoder(config.backbone.resolve(config.data.preprocessing))
+        if config.backbone.init_from is not None:  # before any objective sees the backbone (a teacher copies it)
+            load_init_from(self.backbone, config.backbone.init_from)
         objectives, self.weights = build_objectives(config, self.backbone)
         self.objectives = nn.ModuleDict(objectives)
         # each pass some objective reads runs once per step (avssl.objectives.Objective)

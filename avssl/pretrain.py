@@ -17,7 +17,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,6 @@ from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from avssl.atomic_files import remove_partial_files
-from avssl.backbones.spec import BackboneSpec
 from avssl.callbacks import (AtomicCheckpointIO, ChanceMonitor, DataReportCallback, KNNMonitor, LastCheckpoint,
                              LinearProbeCallback, StopSignals)
 from avssl.callbacks.progress import progress_callbacks
@@ -39,7 +38,6 @@ from avssl.divergence import TrainingDiverged, divergence_advice, non_finite_par
 from avssl.errors import ConfigError
 from avssl.evaluation.linear_probe import FEATURE_SETS
 from avssl.export import export_encoder
-from avssl.loading import load_backbone
 from avssl.module import AVPretrainModule
 from avssl.pretrain_cli import option_output, split_options
 from avssl.resume import AUTO, check_resume_checkpoint, resolve_auto_resume
@@ -110,28 +108,6 @@ def _sources(config: PretrainConfig) -> tuple[SourceConfig, str | None]:
     demo = ensure_demo_clips()
     source = replace(config.data.source, kind="folder", path=str(demo.unlabeled))
     return source, (config.probe.data or str(demo.labeled)) if config.probe.enabled else None
-
-
-# Fields that change no parameter: an export trained with other values still fits the recipe.
-_TRAINING_ONLY_FIELDS = {"drop_path", "attention"}
-
-
-def _init_backbone(module: AVPretrainModule, export: str) -> None:
-    """Loads an export's weights into the module's backbone, after checking the architectures match."""
-    try:
-        pretrained = load_backbone(export)
-    except (FileNotFoundError, ValueError) as err:
-        raise ConfigError(f"backbone.init_from={export}: {err}") from None
-    ours, theirs = module.backbone.spec, pretrained.encoder.spec
-    differ = [f"{f.name} (export: {getattr(theirs, f.name)}, recipe: {getattr(ours, f.name)})"
-              for f in fields(BackboneSpec)
-              if f.name not in _TRAINING_ONLY_FIELDS and getattr(theirs, f.name) != getattr(ours, f.name)]
-    if differ:
-        raise ConfigError(f"backbone.init_from={export}: the export's architecture differs from the recipe's in "
-                          f"{'; '.join(differ)}. Set backbone.* and data.preprocessing.* to match (a converted "
-                          "CAV-MAE checkpoint matches recipe=cav_mae).")
-    module.backbone.load_state_dict(pretrained.encoder.state_dict())
-    log.info("backbone initialised from %s", export)
 
 
 def _trainer(config: PretrainConfig, run_dir: RunDirectory, callbacks: list[pl.Callback]) -> pl.Trainer:
@@ -220,9 +196,7 @@ def _stops_reported(config: PretrainConfig, checkpoint: LastCheckpoint, stop_sig
 
 def _run(config: PretrainConfig, stop_signals: StopSignals, claim: ExitStack, started: float) -> RunResult:
     pl.seed_everything(config.run.seed, workers=True, verbose=False)
-    module = AVPretrainModule(config)  # builds and checks every objective before any data work
-    if config.backbone.init_from is not None:
-        _init_backbone(module, config.backbone.init_from)
+    module = AVPretrainModule(config)  # loads backbone.init_from, builds every objective, before any data work
     run_dir = claim.enter_context(claim_run_directory(choose_run_directory(config)))
     source, probe_root = _sources(config)
     pre = config.data.preprocessing

@@ -6,14 +6,22 @@ the objective and for every backbone parameter that feeds the keys it declares. 
 not fit is refused when the config is loaded.
 """
 
+import copy
+
 import pytest
 import torch
+from torch import nn
+
+import avssl
 
 from avssl.backbones.registry import ENCODER_KINDS, build_encoder
 from avssl.backbones.spec import BackboneSpec
 from avssl.config import ConfigError, PretrainConfig, load_config
+from avssl.export import export_encoder
 from avssl.module import AVPretrainModule
 from avssl.objectives import OBJECTIVES, Objective, ObjectiveOutput, build_objective, register_objective
+from avssl.pretrain import main as pretrain_main
+from datamodules.demo import render_demo_clips
 
 TINY_KWARGS = {
     "masked_reconstruction": {"decoder_dim": 16, "decoder_depth": 1, "decoder_heads": 2},
@@ -165,3 +173,53 @@ def test_a_masked_objective_is_refused_a_pass_without_masking_whatever_its_argum
     with pytest.raises(ConfigError, match=r"^objectives.reconstructs_views reconstructs masked tokens, but its pass "
                                           r"'unmasked' masks audio.ratio=0.0, video.ratio=0.0"):
         load_config(["recipe=cav_mae_demo", "objectives.reconstructs_views.weight=1"])
+
+
+class CopiesTheBackbone(Objective):
+    """Keeps a frozen copy of the backbone made in ``__init__``, as an EMA teacher starts (XKD,
+    MAViL stage 2), and pulls the embeddings of the backbone towards the copy's."""
+
+    requires = frozenset({"audio_embedding", "video_embedding"})
+
+    def __init__(self, backbone: nn.Module):
+        super().__init__()
+        self.pass_names = ("unmasked",)
+        self.teacher = copy.deepcopy(backbone)
+
+    def frozen_modules(self) -> list[nn.Module]:
+        return [self.teacher]
+
+    def forward(self, passes: dict, batch: dict) -> ObjectiveOutput:
+        with torch.no_grad():
+            target = self.teacher.forward_features(batch["audio"], batch["video"])
+        out = passes["unmasked"]
+        return ObjectiveOutput({m: (out[f"{m}_embedding"] - target[f"{m}_embedding"]).pow(2).mean()
+                                for m in ("audio", "video")})
+
+
+TINY_RUN = ["recipe=default", "backbone.tower_width=4", "backbone.embed_dim=16", "data.preprocessing.clip_seconds=1.0",
+            "data.preprocessing.num_mel_bins=16", "data.preprocessing.audio_frames=32",
+            "data.preprocessing.frame_size=16", "data.preprocessing.num_frames=2", "data.num_workers=0",
+            "data.batch_size=4", "objectives.av_infonce.projection_dim=8", "objectives.av_infonce.projection_hidden_dim=16",
+            "objectives.av_infonce.gather_distributed=false", "probe.enabled=false", "health.knn_every_n_epochs=0",
+            "trainer.enable_progress_bar=false", "trainer.max_steps=1"]
+
+
+def test_an_objective_copying_the_backbone_copies_the_weights_of_backbone_init_from(registry, tmp_path):
+    registry("copies_the_backbone")(CopiesTheBackbone)
+    config = load_config(TINY_RUN)
+    torch.manual_seed(1)  # not the run's seed (0): the export's weights are not the run's random initialisation
+    export = export_encoder(build_encoder(config.backbone.resolve(config.data.preprocessing)),
+                            config.data.preprocessing, tmp_path / "export")
+    videos = render_demo_clips(tmp_path / "clips", num_unlabeled=4, clips_per_class=0, seed=3, size=32, seconds=1.0)
+    run_dir = tmp_path / "run"
+    assert pretrain_main([*TINY_RUN, f"data.root={videos.unlabeled}", f"run.dir={run_dir}", f"backbone.init_from={export}",
+                          "objectives.copies_the_backbone.weight=1"]) == 0
+
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    prefix = "objectives.copies_the_backbone.teacher."
+    teacher = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    exported = avssl.load_backbone(export).encoder.state_dict()
+    assert teacher.keys() == exported.keys()
+    differ = [k for k in exported if not torch.equal(teacher[k], exported[k])]
+    assert not differ, f"the copy made in __init__ is not the export's: {differ[:3]}"

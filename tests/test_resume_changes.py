@@ -6,10 +6,15 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from lightly.utils.scheduler import cosine_schedule
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from test_pretrain_e2e import TINY
 
+import avssl
+from avssl.backbones.registry import build_encoder
+from avssl.config import load_config
+from avssl.export import BACKBONE_PREFIX, export_encoder
 from avssl.pretrain import main as pretrain_main
 from datamodules.demo import render_demo_clips
 
@@ -60,6 +65,22 @@ def test_a_changed_optim_setting_is_refused_in_one_line(epoch_end, common, capsy
     assert len(err.splitlines()) == 1 and "Traceback" not in err, err
     assert f"optim.lr=0.5 (checkpoint: {LR})" in err and "backbone.init_from=" in err
     assert (epoch_end / "config.yaml").read_text() == config  # the record still says what ran
+
+
+def test_backbone_init_from_never_replaces_the_state_a_run_resumes(epoch_end, common, tmp_path):
+    config = load_config(common)
+    torch.manual_seed(1)  # weights that are neither the checkpoint's nor the run's random initialisation
+    export = export_encoder(build_encoder(config.backbone.resolve(config.data.preprocessing)),
+                            config.data.preprocessing, tmp_path / "export")
+    run_dir = tmp_path / "resumed"
+    args = [*common, f"run.dir={run_dir}", f"run.resume={epoch_end / 'checkpoints' / 'last.ckpt'}",
+            f"backbone.init_from={export}", "trainer.max_steps=3"]  # the checkpoint's step: nothing more to train
+    assert pretrain_main(args) == 0
+    state = torch.load(epoch_end / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    resumed = avssl.load_backbone(run_dir / "export").encoder.state_dict()
+    assert all(torch.equal(resumed[k], state[BACKBONE_PREFIX + k]) for k in resumed)
+    start = avssl.load_backbone(export).encoder.state_dict()
+    assert not any(torch.equal(resumed[k], start[k]) for k in resumed if resumed[k].is_floating_point() and resumed[k].std() > 0)
 
 
 def test_a_longer_run_follows_the_cosine_of_its_new_length(epoch_end, common, tmp_path):

@@ -11,10 +11,12 @@ objectives by that name with a weight and keyword arguments::
     objectives:
       av_infonce: {weight: 0.01, temperature: 0.05}
 
-An objective whose ``__init__`` takes a ``backbone`` argument receives the encoder it trains. The
-encoder passes it reads (the recipe's ``passes``) are the `Objective.pass_names` it sets in
-``__init__``: those of the built objective are checked against the recipe, in one place
-(`avssl.objectives.contract.build_objectives`), whatever its arguments are called.
+An objective whose ``__init__`` takes a ``backbone`` argument receives the encoder it trains,
+already loaded from ``backbone.init_from`` when that is set, so that a teacher copied from it there
+starts from the weights training starts from. The encoder passes it reads (the recipe's
+``passes``) are the `Objective.pass_names` it sets in ``__init__``: those of the built objective
+are checked against the recipe, in one place (`avssl.objectives.contract.build_objectives`),
+whatever its arguments are called.
 """
 
 from __future__ import annotations
