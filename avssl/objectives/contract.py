@@ -1,9 +1,11 @@
-"""Does each objective of a recipe fit its backbone and passes? Checked when the config is loaded.
+"""Does each objective of a recipe fit its backbone, passes and views? Checked when the config is loaded.
 
 An objective states the `forward_features` keys it reads (`Objective.requires`) and reads named
 passes (its ``pass_name`` / ``pass_names``); a backbone kind states the keys it gives
 (`AudioVisualBackbone.OUTPUT_KEYS`) and whether it can drop tokens (``MASKABLE``). A recipe that
 pairs them wrongly stops before any work, with the objective, the key or pass, and what would fit.
+An objective that compares several views of each clip (`Objective.min_views`) needs
+``data.views_per_video`` at least that high.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ def check_objectives_fit(config: PretrainConfig, spec: BackboneSpec) -> None:
     Raises:
         ConfigError: the backbone kind lacks a key the objective reads; the objective reads a pass
             the recipe does not define; a pass drops tokens on a kind that cannot; a masked
-            objective reads a pass that masks nothing.
+            objective reads a pass that masks nothing; the objective compares more views of each clip
+            (`Objective.min_views`) than ``data.views_per_video`` gives.
     """
     kind_name = spec.kind
     kind = ENCODER_KINDS[kind_name]
@@ -44,6 +47,11 @@ def check_objectives_fit(config: PretrainConfig, spec: BackboneSpec) -> None:
             raise ConfigError(f"objectives.{name} reads '{missing[0]}' from the backbone, which backbone.kind={kind_name} "
                               f"does not give; kinds that give it: {', '.join(fitting)}. Choose one of them, or remove "
                               f"objectives.{name} (or set its weight to 0).")
+        views = config.data.views_per_video
+        if cls.min_views > views:
+            raise ConfigError(f"objectives.{name} compares {cls.min_views} views of each clip, but data.views_per_video="
+                              f"{views}; set data.views_per_video={cls.min_views} (a batch then holds data.batch_size x "
+                              f"{cls.min_views} rows), or remove objectives.{name} (or set its weight to 0).")
         for pass_name in passes_read(name, params):
             if pass_name not in config.passes:
                 raise ConfigError(f"objectives.{name} reads the pass '{pass_name}', which the recipe does not define "
