@@ -170,8 +170,7 @@ def _gather_worker(rank: int, init_file: str, out_dir: str) -> None:
 
 
 def test_ranks_with_different_numbers_of_rows_gather_everything_on_every_rank(tmp_path: Path) -> None:
-    # forked: the children need no fresh import of torch and Lightning (seconds instead of most of a minute)
-    mp.start_processes(_gather_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD, start_method="fork")
+    mp.spawn(_gather_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD, join=True)
     for rank in range(WORLD):
         ids, embeddings, report = torch.load(tmp_path / f"{rank}.pt", weights_only=False)
         assert ids.tolist() == [2, 4, 7]
