@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from datamodules.audio_features import log_mel_fbank_batch
-from datamodules.augmentation import mask_fbank
+from datamodules.augmentation import Augmentation, mask_fbank
 from datamodules.errors import NoUsableClipsError, StrictDataError
 from datamodules.report import DataReport
 from datamodules.sources import Source, SourceConfig, open_source
@@ -73,10 +73,34 @@ class AVPretrainDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         self.setup()
+        settings = self._on_ranks(self.settings)
+        return _PositionedLoader(ClipStream(self.source, settings), settings.num_workers, self.strict, self.next_position)
+
+    @property
+    def num_videos(self) -> int:
+        """Videos in the source, bad ones included; their ``meta["video_id"]`` are 0 to ``num_videos - 1``."""
+        self.setup()
+        return sum(self.source.group_sizes())
+
+    def whole_set_dataloader(self) -> DataLoader:
+        """One plain clip of every video of the source, for objectives that need the whole set between
+        rounds (XDC's k-means): `avssl.objectives.whole_set.embed_whole_set` reads it.
+
+        The same stream as training (decoding in isolated processes, ``data.policies``,
+        ``data.strict``, bad files in ``meta["skipped"]``, split across ranks and workers with every
+        video read by exactly one of them), but one centred clip per video (``uniform`` sampling),
+        one view, in sync, centre crop, no augmentation, and the same order in every call.
+        """
+        self.setup()
+        pre = replace(self.settings.preprocessing, crop="center")
+        settings = self._on_ranks(replace(self.settings, preprocessing=pre, clips_per_video=1, views_per_video=1,
+                                          av_offset_s=(0.0, 0.0), sampling="uniform", augment=Augmentation()))
+        return _PositionedLoader(ClipStream(self.source, settings), settings.num_workers, self.strict, lambda: (0, 0))
+
+    def _on_ranks(self, settings: StreamSettings) -> StreamSettings:
+        """`settings` for this process: rank and world size from the Trainer, when one is attached."""
         trainer = self.trainer
-        settings = replace(self.settings, rank=trainer.global_rank if trainer else 0,
-                           world_size=trainer.world_size if trainer else 1)
-        return _PositionedLoader(ClipStream(self.source, settings), settings.num_workers, self)
+        return replace(settings, rank=trainer.global_rank if trainer else 0, world_size=trainer.world_size if trainer else 1)
 
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
         """With ``audio_features_on=device``, computes the fbank where the batch now is (the GPU).
@@ -190,19 +214,21 @@ class _PositionedLoader(DataLoader):
     """A DataLoader that tells its `ClipStream` which epoch (and resume point) it is about to read.
 
     Workers are started anew for every epoch (not persistent), so each starts from the stream's
-    current position. With ``strict``, the first failure in a batch raises `StrictDataError` here,
-    in the main process.
+    current position, which ``position()`` gives as ``(epoch, batches_done)`` at each iteration.
+    With ``strict``, the first failure in a batch raises `StrictDataError` here, in the main process.
     """
 
-    def __init__(self, stream: ClipStream, num_workers: int, datamodule: AVPretrainDataModule) -> None:
+    def __init__(self, stream: ClipStream, num_workers: int, strict: bool,
+                 position: Callable[[], tuple[int, int]]) -> None:
         super().__init__(stream, batch_size=None, num_workers=num_workers,
                          prefetch_factor=2 if num_workers else None, worker_init_fn=ignore_stop_signals)
-        self._datamodule = datamodule
+        self._strict = strict
+        self._position = position
 
     def __iter__(self) -> Iterator[Any]:
-        self.dataset.set_position(*self._datamodule.next_position())
+        self.dataset.set_position(*self._position())
         for batch in super().__iter__():
-            if self._datamodule.strict and batch["meta"]["skipped"]:
+            if self._strict and batch["meta"]["skipped"]:
                 first = batch["meta"]["skipped"][0]
                 raise StrictDataError(first["reason"], first["detail"], first["path"])
             yield batch

@@ -6,6 +6,8 @@ the passes it reads (`Objective.pass_names`); a backbone kind states the keys it
 `build_objectives` is the one place that pairs them: `avssl.config.load_config` runs it on torch's
 meta device, before any work, and `avssl.module.AVPretrainModule` runs it on the real backbone. A
 recipe that pairs them wrongly stops with the objective, the key or pass, and what would fit.
+An objective that compares several views of each clip (`Objective.min_views`) needs
+``data.views_per_video`` at least that high.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ def build_objectives(config: PretrainConfig, backbone: nn.Module) -> tuple[dict[
     Raises:
         ConfigError: as `build_objective`; or the backbone kind lacks a key an objective reads; an
             objective reads a pass the recipe does not define; a pass drops tokens on a kind that
-            cannot; a masked objective reads a pass that does not mask both modalities.
+            cannot; a masked objective reads a pass that does not mask both modalities; an objective
+            compares more views of each clip (`Objective.min_views`) than ``data.views_per_video`` gives.
     """
     objectives: dict[str, Objective] = {}
     weights: dict[str, float] = {}
@@ -40,6 +43,7 @@ def build_objectives(config: PretrainConfig, backbone: nn.Module) -> tuple[dict[
             continue
         check_objective_config(name, params)
         _check_keys(name, backbone)  # before building: its __init__ may use parts the kind lacks
+        _check_views(name, config.data.views_per_video)
         objective, weights[name] = build_objective(name, dict(params), backbone)
         _check_passes(name, objective, config.passes, backbone)
         objectives[name] = objective
@@ -55,6 +59,15 @@ def _check_keys(name: str, backbone: nn.Module) -> None:
         raise ConfigError(f"objectives.{name} reads '{missing[0]}' from the backbone, which backbone.kind={kind} "
                           f"does not give; kinds that give it: {', '.join(fitting)}. Choose one of them, or remove "
                           f"objectives.{name} (or set its weight to 0).")
+
+
+def _check_views(name: str, views: int) -> None:
+    """``data.views_per_video`` gives the objective ``name`` the views of each clip it compares."""
+    needed = OBJECTIVES[name].min_views
+    if needed > views:
+        raise ConfigError(f"objectives.{name} compares {needed} views of each clip, but data.views_per_video={views}; "
+                          f"set data.views_per_video={needed} (a batch then holds data.batch_size x {needed} rows), or "
+                          f"remove objectives.{name} (or set its weight to 0).")
 
 
 def _masks(spec: PassConfig) -> str:

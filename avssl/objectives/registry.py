@@ -73,6 +73,8 @@ class Objective(nn.Module, abc.ABC):
         requires: the `forward_features` keys it reads from each of its passes
             (`avssl.backbones.protocol`); a backbone kind without one of them is refused at config time.
         requires_masking: its passes must drop tokens of both modalities (masked reconstruction).
+        min_views: views of each clip it compares within a batch (``data.views_per_video`` must be at
+            least this, checked at config time); it regroups them with `avssl.objectives.views.by_view`.
         pass_names: the passes it reads, in its own order; each must be defined in the recipe's ``passes``.
         stuck_hint: what to check when a loss term stays at its chance value (quoted in the warning
             of `avssl.callbacks.ChanceMonitor`, followed by `stuck_settings` and the optimizer's
@@ -89,6 +91,7 @@ class Objective(nn.Module, abc.ABC):
 
     requires: ClassVar[frozenset[str]] = frozenset()
     requires_masking: ClassVar[bool] = False
+    min_views: ClassVar[int] = 1
     pass_names: tuple[str, ...] = ()
     stuck_hint: str = "check the data report and the health/ scalars."
     parameter_ranges: ClassVar[dict[str, dict[str, Any]]] = {}
