@@ -108,8 +108,10 @@ class Objective(nn.Module, abc.ABC):
 
     def callbacks(self) -> list[pl.Callback]:
         """Lightning callbacks the objective needs in the training loop, e.g. an EMA teacher's update
-        after each optimizer step (``on_train_batch_end``) or a clustering round at an epoch's start;
-        the module hands them to the Trainer. None by default."""
+        (`avssl.objectives.momentum.MomentumUpdate`: once per optimizer step, also under gradient
+        accumulation, where ``on_train_batch_end`` runs once per micro-batch; docs/objectives.md,
+        "EMA teachers") or a clustering round at an epoch's start; the module hands them to the
+        Trainer. None by default."""
         return []
 
     def frozen_modules(self) -> list[nn.Module]:
